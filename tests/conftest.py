@@ -1,0 +1,65 @@
+"""Test-session set-up shared by every test folder.
+
+Each session gets its own HADRLAB_HOME (run registry, logs) and its own Jupyter, IPython
+and matplotlib folders inside the checkout, so that tests never touch the home directory
+and never see another session's processes. When the session ends, any process it started
+that is still running fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _isolate() -> Path:
+    home = ROOT / ".hadrlab" / "tests" / str(os.getpid())
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["HADRLAB_HOME"] = str(home)
+    state = ROOT / ".hadrlab" / "jupyter"
+    for var, sub in {
+        "JUPYTER_CONFIG_DIR": "config",
+        "JUPYTER_DATA_DIR": "data",
+        "JUPYTER_RUNTIME_DIR": "runtime",
+        "IPYTHONDIR": "ipython",
+        "MPLCONFIGDIR": "matplotlib",
+    }.items():
+        os.environ.setdefault(var, str(state / sub))
+        Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    return home
+
+
+HOME = _isolate()
+
+
+@pytest.fixture
+def hadrlab_home() -> Path:
+    """The HADRLAB_HOME of this test session."""
+    return HOME
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any process a test started is still running."""
+    from hadrlab.processes import list_leftovers, stop_children, stop_registered
+
+    stop_children()
+    deadline = time.monotonic() + 10
+    left = list_leftovers()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = list_leftovers()
+    if left:
+        stop_registered()
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = "\n".join(f"  pid {e['pid']}: {e['cmd'][:120]}" for e in left)
+        if reporter:
+            reporter.write_line(f"\nLEAK: processes outlived the tests that started them:\n{lines}", red=True)
+        session.exitstatus = 1

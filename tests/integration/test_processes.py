@@ -1,0 +1,134 @@
+"""Child processes: ports, readiness, logs, registry, and no child outliving its parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from hadrlab.errors import PortInUseError, ProcessExited, ServiceNotReady
+from hadrlab.processes import (
+    check_port_free,
+    find_free_port,
+    list_registered,
+    start_process,
+    stop_registered,
+    wait_for_http,
+    wait_for_tcp,
+)
+
+HTTP_SERVER = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
+
+
+def _gone(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_child_serves_on_loopback_and_stops():
+    port = find_free_port()
+    child = start_process("web", HTTP_SERVER, port=port, ready=lambda c: wait_for_http(c, "/"))
+    try:
+        assert child.alive()
+        assert child.url == f"http://127.0.0.1:{port}"
+        assert any(e["pid"] == child.pid for e in list_registered())
+    finally:
+        child.stop()
+    assert not child.alive()
+    assert all(e["pid"] != child.pid for e in list_registered())
+    child.stop()  # idempotent
+
+
+def test_port_in_use_is_refused_with_the_port_named():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(PortInUseError, match=str(port)):
+            check_port_free(port)
+        with pytest.raises(PortInUseError, match="make stop"):
+            start_process("web", HTTP_SERVER, port=port)
+
+
+def test_readiness_timeout_names_process_url_and_last_log_line():
+    port = find_free_port()
+    script = "import time; print('loading the model, please wait', flush=True); time.sleep(60)"
+    with pytest.raises(ServiceNotReady) as err:
+        start_process(
+            "slow-api",
+            [sys.executable, "-c", script],
+            port=port,
+            ready=lambda c: wait_for_http(c, "/readyz", timeout_s=1.5),
+        )
+    msg = str(err.value)
+    assert "'slow-api'" in msg
+    assert f"http://127.0.0.1:{port}/readyz" in msg
+    assert "loading the model" in msg
+    assert list_registered() == []
+
+
+def test_child_that_exits_during_start_is_reported_with_its_log():
+    with pytest.raises(ProcessExited, match="ModuleNotFoundError"):
+        start_process(
+            "broken",
+            [sys.executable, "-c", "import not_a_module_xyz"],
+            port=find_free_port(),
+            ready=lambda c: wait_for_tcp(c, timeout_s=10),
+        )
+
+
+def test_missing_program_says_to_run_setup():
+    with pytest.raises(ProcessExited, match="make setup"):
+        start_process("ghost", ["no-such-binary-hadrlab"])
+
+
+PARENT = textwrap.dedent(
+    """
+    import sys, time
+    from hadrlab.processes import start_process, wait_for_http
+    c = start_process("web", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "{port}"],
+                      port=int(sys.argv[1]), ready=lambda c: wait_for_http(c, "/"))
+    print(c.pid, flush=True)
+    if sys.argv[2] == "exit":
+        sys.exit(0)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill", "sigterm"])
+def test_no_child_outlives_its_parent(how):
+    """Children stop when the parent exits normally, is killed with SIGKILL, or with SIGTERM."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(find_free_port()), how],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    child_pid = int(parent.stdout.readline())
+    assert psutil.pid_exists(child_pid)
+    if how == "sigkill":
+        os.kill(parent.pid, signal.SIGKILL)
+    elif how == "sigterm":
+        os.kill(parent.pid, signal.SIGTERM)
+    parent.wait(timeout=10)
+    assert _gone(child_pid), f"child {child_pid} outlived its parent ({how})"
+
+
+def test_stop_registered_is_safe_when_nothing_runs():
+    assert stop_registered() == []
+    assert stop_registered() == []
