@@ -28,10 +28,16 @@ def _groups_of(owner: int, run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _alive(pgid: int) -> bool:
+    """True while the group's leader runs (a zombie, waiting to be reaped, counts as gone)."""
     try:
         os.killpg(pgid, 0)
-        return True
     except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        import psutil
+
+        return psutil.Process(pgid).status() != psutil.STATUS_ZOMBIE
+    except Exception:
         return False
 
 
