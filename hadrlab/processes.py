@@ -450,12 +450,19 @@ def _pid_is_ours(pid: int) -> bool:
         return False
 
 
-def list_leftovers() -> list[dict]:
+def list_leftovers(all_homes: bool = False) -> list[dict]:
     """Every running process tagged with this home (registered or not), but this one.
 
-    The tag is inherited, so a grandchild that escaped its parent is found too.
+    The tag is inherited, so a grandchild that escaped its parent is found too. With
+    ``all_homes``, processes tagged with any home inside this one (test sessions keep
+    their own homes below ``.hadrlab/tests/``) count too.
     """
     import psutil
+
+    home = str(home_dir())
+
+    def ours(tag: str | None) -> bool:
+        return tag == home or (all_homes and tag is not None and tag.startswith(home + os.sep))
 
     me = os.getpid()
     mine = {me, *(p.pid for p in psutil.Process(me).parents())}
@@ -468,7 +475,7 @@ def list_leftovers() -> list[dict]:
         with contextlib.suppress(psutil.Error):
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if proc.environ().get(_ENV_TAG) == str(home_dir()):
+            if ours(proc.environ().get(_ENV_TAG)):
                 found.append({"pid": proc.pid, "cmd": " ".join(proc.info["cmdline"] or [])})
     return found
 

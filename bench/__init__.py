@@ -1,0 +1,1 @@
+"""Benchmarks of the course: speed and size targets, measured as ratios in one run."""

