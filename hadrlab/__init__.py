@@ -38,6 +38,71 @@ _EXPORTS: dict[str, str] = {
     "wait_until": "hadrlab.processes",
     "stop_children": "hadrlab.processes",
     "stop_registered": "hadrlab.processes",
+    # serving: the model API (Lab 01)
+    "start_model_api": "hadrlab.serving",
+    "predict_payload": "hadrlab.serving",
+    # platform
+    "get_platform": "hadrlab.platform.base",
+    "Platform": "hadrlab.platform.base",
+    "Replica": "hadrlab.platform.base",
+    "LocalPlatform": "hadrlab.platform.local",
+    "load_manifest": "hadrlab.platform.manifests",
+    "validate_manifests": "hadrlab.platform.manifests",
+    # quizzes
+    "load_quiz": "hadrlab.quiz",
+    "Quiz": "hadrlab.quiz",
+    "AnswerResult": "hadrlab.quiz",
+    # grading and generated labs
+    "CheckResult": "hadrlab.grading",
+    "Scoreboard": "hadrlab.grading",
+    "grade_notebooks": "hadrlab.grading",
+    "generate_labs": "hadrlab.notebooks",
+    "check_labs": "hadrlab.notebooks",
+    # reliability maths (Lab 00)
+    "nines": "hadrlab.reliability",
+    "downtime_budget": "hadrlab.reliability",
+    "error_budget": "hadrlab.reliability",
+    "burn_rate": "hadrlab.reliability",
+    "time_to_exhaust": "hadrlab.reliability",
+    "availability_from_mtbf": "hadrlab.reliability",
+    "series": "hadrlab.reliability",
+    "parallel": "hadrlab.reliability",
+    "replicas_needed": "hadrlab.reliability",
+    "format_duration": "hadrlab.reliability",
+    "ServingPath": "hadrlab.reliability",
+    "Component": "hadrlab.reliability",
+    # calculators (Lab 00)
+    "downtime_calculator": "hadrlab.calculators",
+    "path_calculator": "hadrlab.calculators",
+    # replication (Labs 00, 02)
+    "find_redis_server": "hadrlab.replication",
+    "start_redis": "hadrlab.replication",
+    "start_redis_pair": "hadrlab.replication",
+    "RedisNode": "hadrlab.replication",
+    "RedisPair": "hadrlab.replication",
+    "WriteLatencyResult": "hadrlab.replication",
+    "ReplicationLagResult": "hadrlab.replication",
+    "measure_write_latency": "hadrlab.replication",
+    "measure_replication_lag": "hadrlab.replication",
+    "replication_offset_lag": "hadrlab.replication",
+    # load (Labs 01-03): locust runs in a child process, never in the kernel
+    "run_load": "hadrlab.load",
+    "start_load": "hadrlab.load",
+    "LoadResult": "hadrlab.load",
+    "LoadRun": "hadrlab.load",
+    # metrics on request timelines
+    "availability": "hadrlab.metrics",
+    "per_window": "hadrlab.metrics",
+    "error_window": "hadrlab.metrics",
+    "time_to_recover": "hadrlab.metrics",
+    "latency_percentiles": "hadrlab.metrics",
+    "budget_burn": "hadrlab.metrics",
+    "summarize": "hadrlab.metrics",
+    "compare": "hadrlab.metrics",
+    "RunSummary": "hadrlab.metrics",
+    # plots
+    "plot_timeline": "hadrlab.plots",
+    "plot_comparison": "hadrlab.plots",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

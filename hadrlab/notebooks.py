@@ -631,6 +631,8 @@ def execute_notebook(
     if run.problem:
         return run.errors or [CellError(-1, "KernelError", run.problem)]
     if not run.errors:
+        # Saved widget state is hundreds of KB per run and only replays old widgets.
+        nb.metadata.pop("widgets", None)
         _write_if_changed(path, _notebook_text(nb))
     return run.errors
 
