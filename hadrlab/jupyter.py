@@ -48,6 +48,9 @@ def lab_command(
         f"--ServerApp.root_dir={root_dir}",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.open_browser={open_browser}",
+        # No calls home: the labs work offline, and a workshop room's network may be slow.
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.news_url=None",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and CI machines run as root

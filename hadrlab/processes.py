@@ -113,6 +113,9 @@ def _port_holder(port: int) -> str:
 def check_port_free(port: int, host: str = HOST) -> None:
     """Raise PortInUseError if ``port`` on ``host`` cannot be bound."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: a port whose last owner just died (TIME_WAIT) is free to reuse;
+        # one with a live listener still is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -145,6 +145,18 @@ class AnswerResult:
         return _feedback_html(self)
 
 
+_QUIZ_CSS = """<style>
+.hadrlab-quiz .widget-radio-box label { display: flex; height: auto; line-height: 1.4;
+  white-space: normal; align-items: flex-start; margin: 2px 0; }
+.hadrlab-quiz .widget-radio-box label input { float: none; order: -1; height: auto;
+  margin: .25em .6em 0 1px; flex-shrink: 0; }
+.hadrlab-quiz .widget-checkbox { height: auto; }
+.hadrlab-quiz .widget-checkbox label, .hadrlab-quiz .widget-checkbox label span {
+  white-space: normal; overflow: visible; text-overflow: clip; height: auto; line-height: 1.4; }
+.hadrlab-quiz .widget-html-content { line-height: 1.45; }
+</style>"""
+
+
 @dataclass(frozen=True)
 class QuizScore:
     """Points earned so far out of the number of questions (each question is worth 1)."""
@@ -547,7 +559,8 @@ class Quiz:
         def refresh() -> None:
             score.value = self._score_html()
 
-        header = f"<h3>{html.escape(self.title)}</h3>"
+        # Long options must wrap inside their row, not draw over the next one or end in "...".
+        header = _QUIZ_CSS + f"<h3>{html.escape(self.title)}</h3>"
         if self.description:
             header += f"<p>{_html_text(self.description)}</p>"
         boxes = [

@@ -1,0 +1,748 @@
+"""The health-checking sidecar of Lab 02: which region should serve feature reads, and alerts.
+
+Three parts:
+
+- **Read-failover policies**: small strategy classes, in the style of redis-py's back-off
+  classes. Each has one method, ``decide(read_region, check, secondary) -> region``, called
+  after every round of health checks. :class:`ThresholdPolicy` moves reads to the secondary
+  when the primary is slow or unreachable N checks in a row, and back only after M healthy
+  checks in a row (hysteresis, so a flapping primary does not flap the reads).
+- **The sidecar** (``python -m hadrlab.sidecar``): PINGs both regions every
+  CHECK_INTERVAL_MS, asks the policy, and serves the answer:
+
+      GET /state     {"read_region": "a"|"b", "since", "primary": {...}, "secondary": {...},
+                      "decisions": [last switches], "policy"}
+      GET /history   the check log: [{"t", "region", "ok", "latency_ms", "error", "read_region"}]
+                     (?since=<epoch s> returns only newer checks)
+      GET /metrics   Prometheus text
+
+  It POSTs Alertmanager-style alerts to ALERT_URL when reads switch region (ReadFailover
+  firing / resolved) and when a region goes down or comes back (RegionDown).
+- **The alert receiver** (``python -m hadrlab.sidecar alerts``): a webhook that stores what
+  it receives and lists it at GET /alerts, each alert with its receive time ``t``.
+
+Environment of the sidecar::
+
+    PORT                     required
+    REDIS_A, REDIS_B         "127.0.0.1:port": region A is the primary read region
+    REDIS_PASSWORD
+    CHECK_INTERVAL_MS        default 200
+    LATENCY_THRESHOLD_MS     default 50; CONSECUTIVE default 3; RECOVER_CONSECUTIVE default 5
+    CHECK_TIMEOUT_MS         default 2 x LATENCY_THRESHOLD_MS (at least 50): a PING slower
+                             than this counts as a failed connection
+    POLICY_CLASS             default "hadrlab.sidecar:ThresholdPolicy"; any importable
+                             "module:Class" (see write_policy_module for notebook classes)
+    POLICY_ARGS              JSON of keyword arguments for POLICY_CLASS (default: the three
+                             variables above, for ThresholdPolicy)
+    ALERT_URL                optional; "http://127.0.0.1:port/alerts"
+
+Your own policy, from a notebook::
+
+    source = '''
+    class MyPolicy:
+        def __init__(self, bad_after=2):
+            self.bad_after, self.bad = bad_after, 0
+        def decide(self, read_region, check, secondary=None):
+            self.bad = 0 if check.ok else self.bad + 1
+            return "b" if self.bad >= self.bad_after else "a"
+    '''
+    policy = write_policy_module(source)            # 'learner_policy:MyPolicy'
+    sidecar = start_sidecar(fs.connection_env(), policy=policy, policy_args={"bad_after": 2})
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import importlib
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter, deque
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from hadrlab.processes import HOST, Child, find_free_port, home_dir, start_process, wait_for_http
+
+__all__ = [
+    "Check",
+    "PrimaryOnlyPolicy",
+    "ThresholdPolicy",
+    "load_policy",
+    "write_policy_module",
+    "alert",
+    "start_sidecar",
+    "start_alert_receiver",
+    "fetch_alerts",
+]
+
+logger = logging.getLogger("hadrlab.sidecar")
+
+DEFAULT_POLICY = "hadrlab.sidecar:ThresholdPolicy"
+
+
+# --------------------------------------------------------------------------- policies
+
+
+@dataclass(frozen=True)
+class Check:
+    """The result of one health check (a PING) of one region."""
+
+    region: str
+    ok: bool  # the PING was answered (however slowly)
+    latency_ms: float | None = None
+    t: float = 0.0  # epoch seconds
+    error: str = ""
+
+
+class PrimaryOnlyPolicy:
+    """Never move reads: the baseline to compare a failover policy with."""
+
+    def __init__(self, primary: str = "a", secondary: str = "b") -> None:
+        self.primary, self.secondary = primary, secondary
+
+    def decide(self, read_region: str, check: Check, secondary: Check | None = None) -> str:
+        return self.primary
+
+    def __repr__(self) -> str:
+        return f"PrimaryOnlyPolicy(primary={self.primary!r})"
+
+
+class ThresholdPolicy:
+    """Move reads to the secondary after N bad checks of the primary; back after M good ones.
+
+    A check is *bad* when the PING failed or took longer than ``latency_ms``. One slow
+    PING is noise; ``consecutive`` bad ones in a row are an incident. Coming back needs
+    ``recover_consecutive`` good checks in a row (hysteresis): a primary that answers
+    every other check keeps reads where they are instead of bouncing them.
+
+    Example:
+        >>> policy = ThresholdPolicy(latency_ms=50, consecutive=3, recover_consecutive=5)
+        >>> region = "a"
+        >>> for check in checks_of_region_a:
+        ...     region = policy.decide(region, check)
+    """
+
+    def __init__(self, latency_ms: float = 50, consecutive: int = 3, recover_consecutive: int = 5,
+                 primary: str = "a", secondary: str = "b") -> None:
+        if consecutive < 1 or recover_consecutive < 1:
+            raise ValueError("consecutive and recover_consecutive must be at least 1; got "
+                             f"{consecutive} and {recover_consecutive}.")
+        self.latency_ms = latency_ms
+        self.consecutive = consecutive
+        self.recover_consecutive = recover_consecutive
+        self.primary, self.secondary = primary, secondary
+        self.bad_streak = 0
+        self.good_streak = 0
+
+    def is_bad(self, check: Check) -> bool:
+        return not check.ok or check.latency_ms is None or check.latency_ms > self.latency_ms
+
+    def decide(self, read_region: str, check: Check, secondary: Check | None = None) -> str:
+        """Return the region that should serve reads after ``check`` of the primary.
+
+        Args:
+            read_region: where reads go now.
+            check: the latest check of the primary region.
+            secondary: the latest check of the secondary, if known: reads never move to
+                a secondary that is itself unreachable.
+        """
+        if self.is_bad(check):
+            self.bad_streak, self.good_streak = self.bad_streak + 1, 0
+        else:
+            self.bad_streak, self.good_streak = 0, self.good_streak + 1
+        if read_region == self.primary and self.bad_streak >= self.consecutive:
+            if secondary is None or secondary.ok:
+                return self.secondary
+        if read_region != self.primary and self.good_streak >= self.recover_consecutive:
+            return self.primary
+        return read_region
+
+    def __repr__(self) -> str:
+        return (f"ThresholdPolicy(latency_ms={self.latency_ms:g}, consecutive={self.consecutive}, "
+                f"recover_consecutive={self.recover_consecutive})")
+
+
+def load_policy(spec: str, args: Mapping[str, Any] | None = None) -> Any:
+    """Import ``"package.module:ClassName"`` and build it with ``args``.
+
+    Raises:
+        ValueError: the spec is malformed, the module or class cannot be found, or the
+            class has no ``decide`` method.
+    """
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise ValueError(f'POLICY_CLASS must look like "package.module:ClassName"; got {spec!r}.')
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(
+            f"Cannot load the read policy {spec!r}: {type(exc).__name__}: {exc}. The module must "
+            f"be importable by the sidecar process: write it with write_policy_module(), or put "
+            f"its folder on PYTHONPATH."
+        ) from exc
+    policy = cls(**dict(args or {}))
+    if not callable(getattr(policy, "decide", None)):
+        raise ValueError(f"The read policy {spec!r} has no decide(read_region, check, secondary) method.")
+    return policy
+
+
+def write_policy_module(source: str, *, module: str = "learner_policy", class_name: str | None = None) -> str:
+    """Save a policy class's source as a module the sidecar process can import.
+
+    A class defined in a notebook lives only in the kernel; the sidecar is another process.
+    This writes ``source`` to ``home_dir()/policies/<module>.py`` (that folder is on the
+    sidecar's PYTHONPATH when :func:`start_sidecar` starts it).
+
+    Args:
+        source: Python source defining the class (imports included).
+        module: the module name to write.
+        class_name: the class to use; default the last class defined in ``source``.
+
+    Returns:
+        The ``"module:ClassName"`` spec to pass as ``policy=`` to :func:`start_sidecar`.
+    """
+    import textwrap
+
+    source = textwrap.dedent(source)
+    tree = ast.parse(source)  # a syntax error shows here, in the notebook, not in a child's log
+    classes = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
+    if class_name is None:
+        if not classes:
+            raise ValueError("The source defines no class; write a class with a decide() method.")
+        class_name = classes[-1]
+    elif class_name not in classes:
+        raise ValueError(f"The source defines no class named {class_name!r}; it defines {classes}.")
+    folder = _policy_dir()
+    (folder / f"{module}.py").write_text(source)
+    sys.modules.pop(module, None)  # so an import in this kernel sees the new version
+    return f"{module}:{class_name}"
+
+
+def _policy_dir() -> Path:
+    folder = home_dir() / "policies"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+def _rfc3339(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def alert(status: str, alertname: str, region: str, summary: str, starts_at: float,
+          ends_at: float | None = None) -> dict:
+    """Build one alert the way Alertmanager's webhook describes alerts."""
+    return {
+        "status": status,
+        "labels": {"alertname": alertname, "region": region, "severity": "page", "service": "feature-store"},
+        "annotations": {"summary": summary},
+        "startsAt": _rfc3339(starts_at),
+        # Alertmanager's "not ended yet" is the zero time.
+        "endsAt": _rfc3339(ends_at) if ends_at is not None else "0001-01-01T00:00:00Z",
+    }
+
+
+class _AlertSender:
+    """Posts alerts from a queue in its own thread: a slow receiver never delays a check."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sent = 0
+        self.failed = 0
+        self.queue: queue.Queue = queue.Queue()
+        if url:
+            threading.Thread(target=self._run, name="alert-sender", daemon=True).start()
+
+    def send(self, item: dict) -> None:
+        if self.url:
+            self.queue.put(item)
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            body = {"version": "4", "status": item["status"], "receiver": "hadrlab-sidecar",
+                    "groupLabels": {"alertname": item["labels"]["alertname"]},
+                    "commonLabels": item["labels"], "alerts": [item]}
+            request = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=2) as resp:
+                    resp.read()
+                self.sent += 1
+            except Exception as exc:
+                self.failed += 1
+                logger.warning("Could not POST alert %s to %s: %s", item["labels"], self.url, exc)
+
+
+# --------------------------------------------------------------------------- the sidecar
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise ValueError(f"{name} must be a number > 0; got {raw!r}.")
+    return value
+
+
+def _address(value: str, name: str) -> tuple[str, int]:
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f'{name} must look like "127.0.0.1:6379"; got {value!r}.')
+    return host or HOST, int(port)
+
+
+class Sidecar:
+    """Checks both regions, applies the policy, keeps the state, history and metrics."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.interval_s = _env_number(env, "CHECK_INTERVAL_MS", 200) / 1000
+        threshold_ms = _env_number(env, "LATENCY_THRESHOLD_MS", 50)
+        self.down_after = int(_env_number(env, "CONSECUTIVE", 3))
+        self.up_after = int(_env_number(env, "RECOVER_CONSECUTIVE", 5))
+        timeout_s = _env_number(env, "CHECK_TIMEOUT_MS", max(2 * threshold_ms, 50)) / 1000
+        spec = env.get("POLICY_CLASS") or DEFAULT_POLICY
+        if env.get("POLICY_ARGS"):
+            args = json.loads(env["POLICY_ARGS"])
+        elif spec == DEFAULT_POLICY:
+            args = {"latency_ms": threshold_ms, "consecutive": self.down_after,
+                    "recover_consecutive": self.up_after}
+        else:
+            args = {}
+        self.policy = load_policy(spec, args)
+        self.clients: dict[str, Any] = {}
+        self.addresses: dict[str, str] = {}
+        for region, var in (("a", "REDIS_A"), ("b", "REDIS_B")):
+            if not env.get(var):
+                raise ValueError(f'{var} is not set: the sidecar checks both regions, e.g. {var}="127.0.0.1:6379".')
+            host, port = _address(env[var], var)
+            self.addresses[region] = f"{host}:{port}"
+            # No retries: one PING is one observation; the policy, not the client, decides
+            # what several failures mean.
+            self.clients[region] = redis.Redis(
+                host=host, port=port, password=env.get("REDIS_PASSWORD") or None,
+                socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
+                retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self.primary, self.secondary = "a", "b"
+        self.read_region = self.primary
+        self.since = time.time()
+        self.last: dict[str, Check] = {}
+        self.bad = Counter()  # consecutive bad checks per region
+        self.good = Counter()
+        self.fails = Counter()  # consecutive failed connections per region
+        self.down: dict[str, float | None] = {"a": None, "b": None}  # when each went down
+        self.decisions: deque = deque(maxlen=50)
+        self.history: deque = deque(maxlen=20_000)
+        self.checks = Counter()  # (region, ok)
+        self.failover_started: float | None = None
+        self.lock = threading.Lock()
+        self.alerts = _AlertSender(env.get("ALERT_URL", ""))
+        self.threshold_ms = threshold_ms
+        self.stopped = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=2)
+
+    def ping(self, region: str) -> Check:
+        start = time.perf_counter()
+        t = time.time()
+        try:
+            self.clients[region].ping()
+            return Check(region, True, round((time.perf_counter() - start) * 1000, 3), t)
+        except Exception as exc:
+            return Check(region, False, round((time.perf_counter() - start) * 1000, 3), t,
+                         f"{type(exc).__name__}: {exc}")
+
+    def check_once(self) -> None:
+        """PING both regions at once, then apply the policy and raise alerts."""
+        a, b = self.pool.map(self.ping, (self.primary, self.secondary))
+        self.apply(a, b)
+
+    def apply(self, primary: Check, secondary: Check) -> None:
+        with self.lock:
+            for check in (primary, secondary):
+                self.last[check.region] = check
+                self.checks[(check.region, check.ok)] += 1
+                bad = not check.ok or (check.latency_ms or 0) > self.threshold_ms
+                self.bad[check.region] = self.bad[check.region] + 1 if bad else 0
+                self.good[check.region] = 0 if bad else self.good[check.region] + 1
+                self._track_down(check)
+            try:
+                new = self.policy.decide(self.read_region, primary, secondary)
+            except Exception as exc:  # a learner's policy may raise: keep the last decision
+                logger.warning("The policy %r raised %s: %s; reads stay on %s.",
+                               self.policy, type(exc).__name__, exc, self.read_region)
+                new = self.read_region
+            if new not in self.clients:
+                logger.warning("The policy returned %r, not a region (a or b); ignored.", new)
+                new = self.read_region
+            if new != self.read_region:
+                self._switch(new, primary)
+            for check in (primary, secondary):
+                self.history.append({**asdict(check), "read_region": self.read_region})
+
+    def _track_down(self, check: Check) -> None:
+        region = check.region
+        self.fails[region] = 0 if check.ok else self.fails[region] + 1
+        if self.down[region] is None and self.fails[region] >= self.down_after:
+            self.down[region] = check.t
+            logger.warning("Region %s (%s) is DOWN: %d failed checks in a row; last: %s",
+                           region, self.addresses[region], self.fails[region], check.error)
+            self.alerts.send(alert("firing", "RegionDown", region,
+                                   f"Redis of region {region} ({self.addresses[region]}) failed "
+                                   f"{self.fails[region]} health checks in a row: {check.error}", check.t))
+        elif self.down[region] is not None and check.ok and self.good[region] >= self.up_after:
+            started = self.down[region]
+            self.down[region] = None
+            logger.info("Region %s (%s) is UP again after %.1f s.", region, self.addresses[region],
+                        check.t - started)
+            self.alerts.send(alert("resolved", "RegionDown", region,
+                                   f"Redis of region {region} answers health checks again "
+                                   f"({self.up_after} in a row).", started, check.t))
+
+    def _switch(self, new: str, check: Check) -> None:
+        old, now = self.read_region, time.time()
+        reason = (f"primary check: ok={check.ok}, latency {check.latency_ms} ms"
+                  + (f", {check.error}" if check.error else ""))
+        self.decisions.append({"t": now, "from": old, "to": new, "reason": reason})
+        self.read_region, self.since = new, now
+        logger.warning("Reads move from region %s to region %s (%s).", old, new, reason)
+        if new != self.primary:
+            self.failover_started = now
+            self.alerts.send(alert("firing", "ReadFailover", new,
+                                   f"Feature reads moved from region {old} to region {new}: {reason}.", now))
+        else:
+            started = self.failover_started or now
+            self.alerts.send(alert("resolved", "ReadFailover", new,
+                                   f"Feature reads are back on the primary region {new}.", started, now))
+
+    def run(self) -> None:
+        next_at = time.monotonic()
+        while not self.stopped.is_set():
+            try:
+                self.check_once()
+            except Exception:
+                logger.exception("A check round failed unexpectedly; carrying on.")
+            next_at += self.interval_s
+            delay = next_at - time.monotonic()
+            if delay < 0:  # checks took longer than the interval: start the next one now
+                next_at, delay = time.monotonic(), 0
+            self.stopped.wait(delay)
+
+    # views ------------------------------------------------------------------------------
+
+    def _region_view(self, region: str) -> dict:
+        check = self.last.get(region)
+        return {"region": region, "address": self.addresses[region],
+                "ok": check.ok if check else None, "latency_ms": check.latency_ms if check else None,
+                "error": check.error if check else "", "t": check.t if check else None,
+                "consecutive_bad": self.bad[region], "consecutive_good": self.good[region],
+                "down_since": self.down[region]}
+
+    def state(self) -> dict:
+        with self.lock:
+            return {"read_region": self.read_region, "since": self.since, "t": time.time(),
+                    "primary": self._region_view(self.primary),
+                    "secondary": self._region_view(self.secondary),
+                    "decisions": list(self.decisions)[-20:], "policy": repr(self.policy),
+                    "check_interval_ms": self.interval_s * 1000,
+                    "alerts": {"sent": self.alerts.sent, "failed": self.alerts.failed}}
+
+    def history_since(self, since: float) -> list[dict]:
+        with self.lock:
+            return [h for h in self.history if h["t"] > since]
+
+    def metrics(self) -> str:
+        with self.lock:
+            out = ["# HELP sidecar_read_region 1 for the region that serves reads.",
+                   "# TYPE sidecar_read_region gauge"]
+            out += [f'sidecar_read_region{{region="{r}"}} {int(r == self.read_region)}' for r in self.clients]
+            out += ["# HELP sidecar_checks_total Health checks by region and result.",
+                    "# TYPE sidecar_checks_total counter"]
+            for (region, ok), n in sorted(self.checks.items()):
+                out.append(f'sidecar_checks_total{{region="{region}",result="{"ok" if ok else "fail"}"}} {n}')
+            out += ["# HELP sidecar_check_latency_ms Latency of the last PING.", "# TYPE sidecar_check_latency_ms gauge"]
+            for region, check in sorted(self.last.items()):
+                out.append(f'sidecar_check_latency_ms{{region="{region}"}} {check.latency_ms or 0}')
+            out += ["# HELP sidecar_region_up 0 while a region is considered down.", "# TYPE sidecar_region_up gauge"]
+            out += [f'sidecar_region_up{{region="{r}"}} {int(self.down[r] is None)}' for r in self.clients]
+            out += ["# HELP sidecar_read_switches_total Times reads changed region.",
+                    "# TYPE sidecar_read_switches_total counter",
+                    f"sidecar_read_switches_total {sum(1 for _ in self.decisions)}",
+                    "# HELP sidecar_alerts_sent_total Alerts delivered to ALERT_URL.",
+                    "# TYPE sidecar_alerts_sent_total counter", f"sidecar_alerts_sent_total {self.alerts.sent}",
+                    "# HELP sidecar_alerts_failed_total Alerts that could not be delivered.",
+                    "# TYPE sidecar_alerts_failed_total counter", f"sidecar_alerts_failed_total {self.alerts.failed}"]
+            return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "hadrlab"
+    routes: dict[str, Any] = {}
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # no access log: one line per request is noise
+        pass
+
+    def reply(self, status: int, body: Any, content_type: str = "application/json") -> None:
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        route = self.routes.get(("GET", url.path))
+        if route is None:
+            self.reply(404, {"detail": f"No GET {url.path} here; try {sorted(p for m, p in self.routes if m == 'GET')}."})
+            return
+        route(self, dict(urllib.parse.parse_qsl(url.query)))
+
+    def do_POST(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        route = self.routes.get(("POST", url.path))
+        if route is None:
+            self.reply(404, {"detail": f"No POST {url.path} here."})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        route(self, self.rfile.read(length))
+
+    def do_DELETE(self) -> None:
+        route = self.routes.get(("DELETE", urllib.parse.urlsplit(self.path).path))
+        if route is None:
+            self.reply(404, {"detail": "Nothing to delete here."})
+            return
+        route(self, None)
+
+
+def _serve(port: int, routes: dict, stop: threading.Event | None = None) -> None:
+    handler = type("Handler", (_Handler,), {"routes": routes})
+    server = ThreadingHTTPServer((os.environ.get("HOST") or HOST, port), handler)
+    server.daemon_threads = True
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop is not None:
+            stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.serve_forever(poll_interval=0.2)
+    server.server_close()
+
+
+def _run_sidecar() -> int:
+    try:
+        port = int(os.environ.get("PORT", ""))
+    except ValueError:
+        logger.error("PORT is not set or not a number: the sidecar needs a port, e.g. "
+                     "`PORT=8100 REDIS_A=127.0.0.1:6379 REDIS_B=127.0.0.1:6380 python -m hadrlab.sidecar`.")
+        return 2
+    try:
+        sidecar = Sidecar(os.environ)
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
+    logger.info("Sidecar on %s:%d: checking A=%s and B=%s every %g ms with %r; alerts to %s.",
+                HOST, port, sidecar.addresses["a"], sidecar.addresses["b"], sidecar.interval_s * 1000,
+                sidecar.policy, os.environ.get("ALERT_URL") or "(nowhere)")
+    sidecar.check_once()  # /state has real checks from the first answer on
+    threading.Thread(target=sidecar.run, name="checker", daemon=True).start()
+    routes = {
+        ("GET", "/state"): lambda h, q: h.reply(200, sidecar.state()),
+        ("GET", "/healthz"): lambda h, q: h.reply(200, {"status": "alive"}),
+        ("GET", "/history"): lambda h, q: h.reply(200, sidecar.history_since(float(q.get("since", 0)))),
+        ("GET", "/metrics"): lambda h, q: h.reply(200, sidecar.metrics(), "text/plain; version=0.0.4"),
+    }
+    _serve(port, routes, sidecar.stopped)
+    return 0
+
+
+def _run_receiver() -> int:
+    try:
+        port = int(os.environ.get("PORT", ""))
+    except ValueError:
+        logger.error("PORT is not set or not a number, e.g. `PORT=9093 python -m hadrlab.sidecar alerts`.")
+        return 2
+    received: list[dict] = []
+    lock = threading.Lock()
+
+    def post(handler: _Handler, raw: bytes) -> None:
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError as exc:
+            handler.reply(400, {"detail": f"The body is not JSON ({exc}); send Alertmanager webhook JSON."})
+            return
+        # Accept a webhook body ({"alerts": [...]}), a list of alerts (Alertmanager's API) or one alert.
+        alerts = body.get("alerts", [body]) if isinstance(body, dict) else body if isinstance(body, list) else []
+        t = time.time()
+        rows = []
+        for item in alerts:
+            if not isinstance(item, dict):
+                continue
+            labels, notes = item.get("labels") or {}, item.get("annotations") or {}
+            rows.append({"t": t, "status": item.get("status", body.get("status", "") if isinstance(body, dict) else ""),
+                         "alertname": labels.get("alertname", ""), "region": labels.get("region", ""),
+                         "summary": notes.get("summary", ""), "startsAt": item.get("startsAt", ""),
+                         "endsAt": item.get("endsAt", ""), "labels": labels})
+        with lock:
+            received.extend(rows)
+        for row in rows:
+            logger.info("Alert %s %s region=%s: %s", row["status"], row["alertname"], row["region"], row["summary"])
+        handler.reply(200, {"received": len(rows)})
+
+    def clear(handler: _Handler, _: Any) -> None:
+        with lock:
+            n = len(received)
+            received.clear()
+        handler.reply(200, {"cleared": n})
+
+    def listing(handler: _Handler, q: dict) -> None:
+        with lock:
+            handler.reply(200, list(received))
+
+    routes = {("POST", "/alerts"): post, ("POST", "/"): post, ("POST", "/api/v2/alerts"): post,
+              ("GET", "/alerts"): listing, ("DELETE", "/alerts"): clear,
+              ("GET", "/healthz"): lambda h, q: h.reply(200, {"status": "alive"})}
+    logger.info("Alert receiver on %s:%d: POST alerts to /alerts, list them at GET /alerts.", HOST, port)
+    _serve(port, routes)
+    return 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _child_env(env: Mapping[str, str] | None, extra: Mapping[str, Any]) -> dict[str, str]:
+    package_root = str(Path(__file__).resolve().parents[1])
+    # The package, the notebook's folder and the policies folder, so that a learner's
+    # policy module is importable by the sidecar process.
+    paths = [package_root, str(_policy_dir()), os.getcwd(), os.environ.get("PYTHONPATH")]
+    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p),
+            **{k: str(v) for k, v in (env or {}).items()},
+            **{k: str(v) for k, v in extra.items()}}
+
+
+def start_sidecar(
+    env: Mapping[str, str],
+    *,
+    name: str = "sidecar",
+    port: int | None = None,
+    alert_url: str | None = None,
+    check_interval_ms: float = 200,
+    latency_threshold_ms: float = 50,
+    consecutive: int = 3,
+    recover_consecutive: int = 5,
+    check_timeout_ms: float | None = None,
+    policy: str | type | None = None,
+    policy_args: Mapping[str, Any] | None = None,
+    timeout_s: float = 15.0,
+) -> Child:
+    """Start the health-checking sidecar as a child process and wait until /state answers.
+
+    Args:
+        env: the connection variables, e.g. ``fs.connection_env()`` (REDIS_A, REDIS_B,
+            REDIS_PASSWORD).
+        name: the child's name.
+        port: the port; a free one by default.
+        alert_url: ALERT_URL, e.g. ``receiver.url + "/alerts"``; None sends no alerts.
+        check_interval_ms, latency_threshold_ms, consecutive, recover_consecutive: the
+            check cadence and the default :class:`ThresholdPolicy`'s parameters.
+        check_timeout_ms: CHECK_TIMEOUT_MS; default twice the latency threshold.
+        policy: another policy: ``"module:Class"`` (see :func:`write_policy_module`) or a
+            class defined in an importable module (not in the notebook itself).
+        policy_args: keyword arguments for ``policy``.
+        timeout_s: how long to wait for /state.
+
+    Returns:
+        The running :class:`~hadrlab.processes.Child`; GET ``child.url + "/state"``.
+    """
+    if isinstance(policy, type):
+        if policy.__module__ in ("__main__", "builtins"):
+            raise ValueError(
+                f"The class {policy.__name__} is defined in the notebook, which the sidecar process "
+                "cannot import. Pass its source to write_policy_module() and give start_sidecar the "
+                "'module:Class' string it returns.")
+        policy = f"{policy.__module__}:{policy.__qualname__}"
+    port = port or find_free_port()
+    extra: dict[str, Any] = {"PORT": port, "CHECK_INTERVAL_MS": check_interval_ms,
+                             "LATENCY_THRESHOLD_MS": latency_threshold_ms, "CONSECUTIVE": consecutive,
+                             "RECOVER_CONSECUTIVE": recover_consecutive}
+    if check_timeout_ms:
+        extra["CHECK_TIMEOUT_MS"] = check_timeout_ms
+    if alert_url:
+        extra["ALERT_URL"] = alert_url
+    if policy:
+        extra["POLICY_CLASS"] = policy
+        extra["POLICY_ARGS"] = json.dumps(dict(policy_args or {}))
+    return start_process(name, [sys.executable, "-m", "hadrlab.sidecar"], port=port,
+                         env=_child_env(env, extra),
+                         ready=lambda child: wait_for_http(child, "/state", timeout_s=timeout_s))
+
+
+def start_alert_receiver(*, name: str = "alert-receiver", port: int | None = None,
+                         timeout_s: float = 10.0) -> Child:
+    """Start the alert webhook receiver; alerts go to ``child.url + "/alerts"``.
+
+    Returns:
+        The running :class:`~hadrlab.processes.Child`. ``fetch_alerts(child)`` lists what
+        it received.
+    """
+    port = port or find_free_port()
+    return start_process(name, [sys.executable, "-m", "hadrlab.sidecar", "alerts"], port=port,
+                         env=_child_env(None, {"PORT": port}),
+                         ready=lambda child: wait_for_http(child, "/healthz", timeout_s=timeout_s))
+
+
+def fetch_alerts(receiver: Child | str, *, as_frame: bool = False) -> Any:
+    """Return the alerts a receiver got (a list of dicts, or a DataFrame with ``as_frame``)."""
+    base = receiver if isinstance(receiver, str) else receiver.url
+    with urllib.request.urlopen(f"{base.rstrip('/')}/alerts", timeout=5) as resp:
+        rows = json.loads(resp.read())
+    if as_frame:
+        import pandas as pd
+
+        columns = ["t", "status", "alertname", "region", "summary", "startsAt", "endsAt"]
+        return pd.DataFrame(rows, columns=columns + ["labels"])[columns]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m hadrlab.sidecar [alerts]``."""
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, datefmt="%H:%M:%S",
+                        format="%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s")
+    if argv[:1] == ["alerts"]:
+        return _run_receiver()
+    if not argv:
+        return _run_sidecar()
+    print("usage: python -m hadrlab.sidecar [alerts]   (configuration in environment variables)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
