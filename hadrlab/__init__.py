@@ -103,6 +103,41 @@ _EXPORTS: dict[str, str] = {
     # plots
     "plot_timeline": "hadrlab.plots",
     "plot_comparison": "hadrlab.plots",
+    # scenarios: one configuration, one load, one fault (Lab 01)
+    "run_scenario": "hadrlab.scenarios",
+    "ScenarioResult": "hadrlab.scenarios",
+    "probe_timings": "hadrlab.scenarios",
+    "ProbeTimings": "hadrlab.scenarios",
+    "deployment_of": "hadrlab.scenarios",
+    "container_of": "hadrlab.scenarios",
+    "service_of": "hadrlab.scenarios",
+    "set_env": "hadrlab.scenarios",
+    "get_env": "hadrlab.scenarios",
+    # faults (Labs 01-03): a fault-injecting TCP proxy, process faults, a fault timeline
+    "start_proxy": "hadrlab.faults",
+    "FaultProxy": "hadrlab.faults",
+    "Injector": "hadrlab.faults",
+    # feature store in two regions with Sentinel, and its RTO/RPO (Lab 02)
+    "start_feature_store": "hadrlab.featurestore",
+    "FeatureStore": "hadrlab.featurestore",
+    "Region": "hadrlab.featurestore",
+    "measure_write_rto": "hadrlab.featurestore",
+    "measure_rpo": "hadrlab.featurestore",
+    "WriteRtoResult": "hadrlab.featurestore",
+    "RpoResult": "hadrlab.featurestore",
+    # fraud scoring service and its feature writer (Lab 02)
+    "generate_transactions": "hadrlab.fraud",
+    "write_features": "hadrlab.fraud",
+    "start_fraud_api": "hadrlab.fraud",
+    "start_feature_writer": "hadrlab.fraud",
+    "writer_stats": "hadrlab.fraud",
+    "writer_timeline": "hadrlab.fraud",
+    # health-checking sidecar, read-failover policies, alerts (Lab 02)
+    "ThresholdPolicy": "hadrlab.sidecar",
+    "start_sidecar": "hadrlab.sidecar",
+    "start_alert_receiver": "hadrlab.sidecar",
+    "write_policy_module": "hadrlab.sidecar",
+    "fetch_alerts": "hadrlab.sidecar",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
