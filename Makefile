@@ -18,12 +18,12 @@ TEST_ENV := JUPYTER_CONFIG_DIR=$(STATE)/config JUPYTER_DATA_DIR=$(STATE)/data \
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/notebooks/sanitize.cfg \
 	--nbval-cell-timeout=900
 
-.PHONY: help setup lab test labs solutions bench stop clean doctor
+.PHONY: help setup lab test labs solutions bench stop clean doctor kind-up kind-down kind-status test-kind
 
 help: ## list the commands
 	@echo "HA/DR for AI services: hands-on labs"
 	@echo
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "No Python 3.10-3.12 found on PATH. Install one (e.g. 'sudo apt-get install python3', 'brew install python@3.12', or 'conda create -n hadrlab python=3.12') and run make again."; exit 1; }
@@ -59,6 +59,18 @@ stop: ## stop every process a lab, test or command left running (safe when none)
 
 doctor: setup ## say what is installed and what is missing
 	@$(PY) -m hadrlab doctor
+
+kind-up: setup ## create (or reuse) the kind cluster, build and load the image, apply infra/k8s
+	$(PY) -m hadrlab.kind up
+
+kind-down: ## delete the kind cluster (fine when there is none)
+	@if [ -x $(PY) ]; then $(PY) -m hadrlab.kind down; else echo "Nothing to delete: the course is not set up."; fi
+
+kind-status: setup ## nodes (with regions), pods and services of the kind cluster
+	$(PY) -m hadrlab.kind status
+
+test-kind: setup ## the integration tests and labs against the kind cluster (HADRLAB_BACKEND=kube)
+	$(TEST_ENV) $(PY) -m hadrlab.kind test
 
 clean: stop ## remove run state, caches and the virtual environment
 	rm -rf .hadrlab .pytest_cache $(VENV) *.egg-info

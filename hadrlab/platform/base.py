@@ -194,7 +194,8 @@ def get_platform(backend: str | None = None, **options: Any) -> Platform:
 
     Args:
         backend: ``"local"`` or ``"kube"``; defaults to env ``HADRLAB_BACKEND``, else local.
-        **options: passed to the backend, e.g. ``restart_backoff_s=1.0`` for local.
+        **options: passed to the backend, e.g. ``restart_backoff_s=1.0`` for local,
+            ``context=`` / ``namespace=`` for kube (see :class:`~hadrlab.platform.kube.KubePlatform`).
 
     Returns:
         A :class:`Platform`, usable as a context manager.
@@ -205,11 +206,9 @@ def get_platform(backend: str | None = None, **options: Any) -> Platform:
 
         return LocalPlatform(**options)
     if name == "kube":
-        raise HadrError(
-            "The kube backend is not available yet in this version of hadrlab. Use the local "
-            "backend (unset HADRLAB_BACKEND, or get_platform('local')): it reads the same "
-            "manifests and runs every lab on this machine."
-        )
+        from hadrlab.platform.kube import KubePlatform
+
+        return KubePlatform(**options)
     raise HadrError(
         f"Unknown platform backend {name!r} (from "
         f"{'the backend argument' if backend else 'env HADRLAB_BACKEND'}). "

@@ -106,9 +106,11 @@ def test_supported_fields_doc_names_the_subset():
         assert name in SUPPORTED_FIELDS_DOC
 
 
-def test_kube_backend_is_refused_clearly(monkeypatch):
+def test_kube_backend_without_a_cluster_is_refused_clearly(monkeypatch, tmp_path):
+    """With no reachable cluster, choosing the kube backend says how to create one."""
     monkeypatch.setenv("HADRLAB_BACKEND", "kube")
-    with pytest.raises(HadrError, match="kube backend is not available yet"):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    with pytest.raises(HadrError, match="hadrlab.kind up"):
         get_platform()
     with pytest.raises(HadrError, match="Unknown platform backend 'nomad'"):
         get_platform("nomad")

@@ -1,0 +1,1164 @@
+"""The kube backend: the labs' Platform on a real Kubernetes cluster, through the official client.
+
+The same verbs as the local backend (:mod:`hadrlab.platform.local`), done the way a cluster
+does them:
+
+- ``apply`` is a server-side apply (field manager ``hadrlab``, conflicts forced): applying an
+  edited copy of a manifest removes the fields the copy dropped, as ``kubectl apply
+  --server-side`` does;
+- ``kill_replica`` SIGKILLs the container's main process through the exec API, so the
+  container crashes and restarts in place (restart count +1), like the local backend's kill.
+  Linux ignores SIGKILL and SIGSTOP sent to PID 1 from inside its own PID namespace
+  (pid_namespaces(7)), so the image runs ``tini`` as PID 1 and the server as its child, and
+  the signal goes to the children of PID 1. An image without that layout, or a cluster that
+  forbids exec, gets a forced pod deletion instead (a new pod, not a restart in place);
+- ``hang_replica`` / ``resume_replica`` send SIGSTOP / SIGCONT the same way;
+- ``delete_replica`` is a graceful pod deletion; ``scale`` patches the scale subresource;
+  ``rollout`` patches the pod template; ``wait_for_rollout`` watches the Deployment's status;
+- ``service_url`` reaches a Service through a NodePort that the kind cluster maps to a host
+  port on 127.0.0.1 (``infra/kind/cluster.yaml``), or else through a ``kubectl
+  port-forward`` child (which pins ONE pod: fine to reach a service, wrong for measuring a
+  replica kill);
+- ``events()`` comes from watches on pods, EndpointSlices and Kubernetes Events in
+  background threads: started, ready, unready, killed, restarted, liveness-failed,
+  terminating, exited, endpoint-added, endpoint-removed, with epoch-second timestamps taken
+  when the change was observed.
+
+Network faults (delay or partition a region) need Chaos Mesh; :meth:`KubePlatform.has_chaos_mesh`
+says whether its CRDs are installed. Pod faults use plain API calls either way.
+
+The cluster is any kubeconfig context: ``KUBECONFIG`` picks the file, ``HADRLAB_KUBE_CONTEXT``
+the context (default: the current one), ``HADRLAB_KUBE_NAMESPACE`` the namespace
+(default ``hadrlab``, created if missing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hadrlab.errors import HadrError, ManifestError, ServiceNotReady
+from hadrlab.platform.base import AppliedObject, ApplyResult, Platform, Replica
+
+__all__ = [
+    "KubeApi",
+    "KubePlatform",
+    "FIELD_MANAGER",
+    "SIGNAL_SCRIPT",
+    "resource_path",
+    "pod_transitions",
+    "slice_transitions",
+    "kind_host_ports",
+]
+
+FIELD_MANAGER = "hadrlab"
+DEFAULT_NAMESPACE = "hadrlab"
+KIND_CLUSTER = "hadrlab"
+RETRY_ANNOTATION = "hadrlab.io/retry-connect-failures"
+# A NodePort Service carrying this annotation gives host access to the named Service
+# (infra/k8s/kind/model-api-service.yaml): the lab's own Service stays ClusterIP, so
+# applying the lab's edited manifest never undoes the host mapping.
+HOST_ACCESS_ANNOTATION = "hadrlab.io/host-access-for"
+CHAOS_GROUP = "chaos-mesh.org/v1alpha1"
+
+# Run inside the container through the exec API: send a signal to every child of PID 1 (the
+# server under tini). The exec'd process itself has no parent inside the namespace, so it
+# never signals itself. Exit code 3 when PID 1 has no child: the server IS PID 1, and the
+# kernel would silently drop SIGKILL/SIGSTOP sent to it from inside the namespace.
+SIGNAL_SCRIPT = """\
+import os, sys
+sig, me, hit = int(sys.argv[1]), os.getpid(), []
+for p in os.listdir('/proc'):
+    if not p.isdigit() or int(p) == me:
+        continue
+    try:
+        fields = open('/proc/%s/stat' % p).read().rsplit(')', 1)[1].split()
+    except OSError:
+        continue
+    if fields[1] == '1':
+        os.kill(int(p), sig)
+        hit.append(p)
+print(' '.join(hit))
+sys.exit(0 if hit else 3)
+"""
+
+# apiVersion, kind -> (API prefix, plural, namespaced). Anything else is discovered.
+_RESOURCES: dict[tuple[str, str], tuple[str, str, bool]] = {
+    ("v1", "Namespace"): ("/api/v1", "namespaces", False),
+    ("v1", "Service"): ("/api/v1", "services", True),
+    ("v1", "Secret"): ("/api/v1", "secrets", True),
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps", True),
+    ("v1", "Pod"): ("/api/v1", "pods", True),
+    ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts", True),
+    ("v1", "Event"): ("/api/v1", "events", True),
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),
+    ("apps/v1", "StatefulSet"): ("/apis/apps/v1", "statefulsets", True),
+    ("apps/v1", "DaemonSet"): ("/apis/apps/v1", "daemonsets", True),
+    ("apps/v1", "ReplicaSet"): ("/apis/apps/v1", "replicasets", True),
+    ("batch/v1", "Job"): ("/apis/batch/v1", "jobs", True),
+    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets", True),
+    ("discovery.k8s.io/v1", "EndpointSlice"): ("/apis/discovery.k8s.io/v1", "endpointslices", True),
+    (CHAOS_GROUP, "PodChaos"): (f"/apis/{CHAOS_GROUP}", "podchaos", True),
+    (CHAOS_GROUP, "NetworkChaos"): (f"/apis/{CHAOS_GROUP}", "networkchaos", True),
+}
+_KIND_ALIASES = {"deployment": "Deployment", "deploy": "Deployment", "service": "Service", "svc": "Service",
+                 "poddisruptionbudget": "PodDisruptionBudget", "pdb": "PodDisruptionBudget",
+                 "statefulset": "StatefulSet", "sts": "StatefulSet", "secret": "Secret", "pod": "Pod",
+                 "configmap": "ConfigMap", "job": "Job"}
+_API_VERSION_OF = {kind: av for (av, kind) in _RESOURCES}
+
+
+def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None,
+                  *, resources: Mapping[tuple[str, str], tuple[str, str, bool]] | None = None) -> str:
+    """The REST path of an object (or of its collection when ``name`` is None)."""
+    table = resources or _RESOURCES
+    try:
+        prefix, plural, namespaced = table[(api_version, kind)]
+    except KeyError:
+        raise ManifestError(
+            f"The kube backend does not know the REST path of {api_version} {kind}. Use one of "
+            f"{sorted({k for _, k in table})}, or install the CRD that defines it."
+        ) from None
+    path = prefix + (f"/namespaces/{namespace}" if namespaced and namespace else "") + f"/{plural}"
+    return path + (f"/{name}" if name else "")
+
+
+def kind_host_ports(config_path: str | os.PathLike | None = None) -> dict[int, int]:
+    """``{nodePort: hostPort}`` from the kind cluster's ``extraPortMappings`` (empty if none).
+
+    Args:
+        config_path: the kind config; default ``infra/kind/cluster.yaml`` of this checkout.
+    """
+    import yaml
+
+    path = Path(config_path) if config_path else Path(__file__).resolve().parents[2] / "infra" / "kind" / "cluster.yaml"
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except OSError:
+        return {}
+    out = {}
+    for node in config.get("nodes") or []:
+        for mapping in node.get("extraPortMappings") or []:
+            if mapping.get("listenAddress", "0.0.0.0") in ("127.0.0.1", "0.0.0.0"):
+                out[int(mapping["containerPort"])] = int(mapping.get("hostPort", mapping["containerPort"]))
+    return out
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class KubeApi:
+    """The small part of the Kubernetes API this backend uses, on the official client.
+
+    Three calls: ``request`` (REST, JSON in and out), ``watch`` (a stream of watch events)
+    and ``exec`` (a command in a container). Unit tests replace this class with a fake of
+    the same three calls.
+
+    Args:
+        context: the kubeconfig context (default: env ``HADRLAB_KUBE_CONTEXT``, else current).
+        kubeconfig: the kubeconfig file (default: env ``KUBECONFIG``, else ``~/.kube/config``).
+    """
+
+    def __init__(self, context: str | None = None, kubeconfig: str | None = None) -> None:
+        from kubernetes import config
+        from kubernetes.dynamic import DynamicClient
+
+        context = context or os.environ.get("HADRLAB_KUBE_CONTEXT") or None
+        kubeconfig = kubeconfig or (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None)
+        where = kubeconfig or "~/.kube/config"
+        try:
+            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+            chosen = next((c for c in contexts if c["name"] == context), None) if context else active
+            if chosen is None:
+                raise HadrError(
+                    f"The kubeconfig {where} has no context {context!r} (it has "
+                    f"{[c['name'] for c in contexts]}). Set HADRLAB_KUBE_CONTEXT to one of them, "
+                    f"or run `python -m hadrlab.kind up` to create the course's kind cluster."
+                )
+            self._client = config.new_client_from_config(config_file=kubeconfig, context=chosen["name"])
+        except (config.ConfigException, OSError) as exc:
+            raise HadrError(
+                f"Could not load a Kubernetes configuration from {where}: {str(exc).rstrip('.')}. Create the "
+                f"course's cluster with `python -m hadrlab.kind up` (it writes the context "
+                f"kind-{KIND_CLUSTER}), or point KUBECONFIG at a cluster's kubeconfig."
+            ) from None
+        self.context: str = chosen["name"]
+        self.server: str = self._client.configuration.host
+        self.default_namespace: str | None = (chosen.get("context") or {}).get("namespace")
+
+        class _Rest(DynamicClient):
+            # DynamicClient's request() handles auth and errors in every client version;
+            # its constructor would run API discovery, which this backend does not need.
+            def __init__(self, client: Any) -> None:
+                self.client = client
+                self.configuration = client.configuration
+
+        self._rest = _Rest(self._client)
+        self._open: set[Any] = set()
+        self._lock = threading.Lock()
+
+    def request(self, method: str, path: str, *, query: Sequence[tuple[str, Any]] = (),
+                body: Any = None, content_type: str | None = None, timeout_s: float = 10.0) -> dict:
+        """One REST call; returns the JSON answer. Raises the client's error (``.status``)."""
+        resp = self._rest.request(method, path, body=body, query_params=list(query),
+                                  content_type=content_type, serialize=False, _request_timeout=timeout_s)
+        data = resp.data
+        return json.loads(data) if data else {}
+
+    def watch(self, path: str, *, query: Sequence[tuple[str, Any]] = (), timeout_s: float = 30.0) -> Iterator[dict]:
+        """Watch events (``{"type", "object"}``) of a collection, for at most ``timeout_s``."""
+        from kubernetes.watch.watch import iter_resp_lines
+
+        q = [*query, ("watch", "true"), ("allowWatchBookmarks", "true"), ("timeoutSeconds", int(timeout_s))]
+        resp = self._rest.request("get", path, query_params=q, serialize=False,
+                                  _request_timeout=(5, timeout_s + 5))
+        with self._lock:
+            self._open.add(resp)
+        try:
+            for line in iter_resp_lines(resp):
+                if line:
+                    yield json.loads(line)
+        finally:
+            with self._lock:
+                self._open.discard(resp)
+            with contextlib.suppress(Exception):
+                resp.release_conn()
+
+    def exec(self, namespace: str, pod: str, container: str, command: Sequence[str],
+             timeout_s: float = 10.0) -> tuple[int, str, str]:
+        """Run ``command`` in a container; return (exit code, stdout, stderr)."""
+        from kubernetes import client
+        from kubernetes.stream import stream
+
+        core = client.CoreV1Api(self._client)
+        ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace, container=container,
+                    command=list(command), stderr=True, stdin=False, stdout=True, tty=False,
+                    _preload_content=False)
+        try:
+            ws.run_forever(timeout=timeout_s)
+            out, err = ws.read_channel(1), ws.read_channel(2)
+            code = ws.returncode
+        finally:
+            ws.close()
+        return (code if code is not None else -1), out, err
+
+    def close(self) -> None:
+        """Close open watch streams (unblocks watch threads) and the connection pool."""
+        with self._lock:
+            opened = list(self._open)
+        for resp in opened:
+            with contextlib.suppress(Exception):
+                resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+
+# --------------------------------------------------------------------------- event logic
+
+
+def _owner_name(pod: Mapping) -> str:
+    """The workload a pod belongs to: the Deployment (from its ReplicaSet) or StatefulSet."""
+    meta = pod.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == "ReplicaSet":
+            rs = ref.get("name", "")
+            template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+            if template_hash and rs.endswith("-" + template_hash):
+                return rs[: -len(template_hash) - 1]
+            return rs.rsplit("-", 1)[0]
+        return ref.get("name", "")
+    return ""
+
+
+def _pod_state(pod: Mapping) -> dict:
+    status = pod.get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    running = any("running" in (c.get("state") or {}) for c in statuses)
+    last = next((c.get("lastState", {}).get("terminated") for c in statuses
+                 if (c.get("lastState") or {}).get("terminated")), None)
+    return {
+        "ready": ready,
+        "running": running,
+        "restarts": sum(int(c.get("restartCount", 0)) for c in statuses),
+        "deleting": bool((pod.get("metadata") or {}).get("deletionTimestamp")),
+        "last_exit": (f"exit code {last.get('exitCode')} ({last.get('reason', '?')})" if last else ""),
+    }
+
+
+def pod_transitions(old: Mapping | None, pod: Mapping | None, deleted: bool = False) -> list[tuple[str, str]]:
+    """The timeline events between two observations of a pod: ``[(kind, detail), ...]``.
+
+    Args:
+        old: the pod's previous state (from :func:`_pod_state`), None if first seen.
+        pod: the pod object now.
+        deleted: the pod is gone (a DELETED watch event).
+    """
+    new = _pod_state(pod) if pod is not None else None
+    out: list[tuple[str, str]] = []
+    if deleted:
+        if old and old.get("ready"):
+            out.append(("unready", "pod deleted"))
+        out.append(("exited", "pod deleted"))
+        return out
+    before = old or {"ready": False, "running": False, "restarts": 0, "deleting": False}
+    if new["deleting"] and not before["deleting"]:
+        out.append(("terminating", "deletion requested"))
+    if new["restarts"] > before["restarts"]:
+        out.append(("exited", new["last_exit"] or "container terminated"))
+        out.append(("restarted", f"restart {new['restarts']} ({new['last_exit'] or 'container terminated'})"))
+    elif new["running"] and not before["running"] and new["restarts"] == 0:
+        node = (pod.get("spec") or {}).get("nodeName", "?")
+        out.append(("started", f"container running on node {node}"))
+    if new["ready"] != before["ready"]:
+        out.append(("ready" if new["ready"] else "unready", "Ready condition " + str(new["ready"])))
+    return out
+
+
+def _slice_endpoints(endpoint_slice: Mapping | None) -> dict[str, bool]:
+    out = {}
+    for ep in (endpoint_slice or {}).get("endpoints") or []:
+        ref = ep.get("targetRef") or {}
+        name = ref.get("name") or ",".join(ep.get("addresses") or [])
+        cond = ep.get("conditions") or {}
+        # "ready" is what a Service routes on (a terminating endpoint is never ready).
+        out[name] = cond.get("ready") is not False
+    return out
+
+
+def slice_transitions(old: Mapping | None, new: Mapping | None) -> list[tuple[str, str]]:
+    """``[(kind, replica), ...]``: endpoints that became ready (added) or left (removed)."""
+    before, after = _slice_endpoints(old), _slice_endpoints(new)
+    was = {n for n, ok in before.items() if ok}
+    now = {n for n, ok in after.items() if ok}
+    return [("endpoint-added", n) for n in sorted(now - was)] + [("endpoint-removed", n) for n in sorted(was - now)]
+
+
+# --------------------------------------------------------------------------- the platform
+
+
+class KubePlatform(Platform):
+    """The labs' platform on a Kubernetes cluster (kind by default, any kubeconfig context).
+
+    Example:
+        >>> with KubePlatform() as platform:                     # doctest: +SKIP
+        ...     platform.apply("infra/k8s/model-api.yaml")
+        ...     platform.wait_for_rollout("model-api")
+        ...     url = platform.service_url("model-api")
+        ...     platform.kill_replica("model-api")
+
+    Args:
+        api: the transport (default: a :class:`KubeApi` on ``context``); tests pass a fake.
+        context: the kubeconfig context (default env ``HADRLAB_KUBE_CONTEXT``, else current).
+        namespace: where the labs' objects live (default env ``HADRLAB_KUBE_NAMESPACE``,
+            else ``hadrlab``); created when missing.
+        host_ports: ``{nodePort: hostPort}`` reachable on 127.0.0.1 (default: read from
+            ``infra/kind/cluster.yaml`` when the context is the course's kind cluster).
+        watch: start the event watches (pods, EndpointSlices, Events).
+        quiet: do not print what apply() did.
+        **_ignored: options meant for the local backend (``restart_backoff_s``,
+            ``endpoint_lag_s``) are accepted and ignored: a cluster has its own timings.
+    """
+
+    backend = "kube"
+
+    def __init__(self, api: Any = None, *, context: str | None = None, namespace: str | None = None,
+                 host_ports: Mapping[int, int] | None = None, watch: bool = True, quiet: bool = False,
+                 kubeconfig: str | None = None, watch_timeout_s: float = 30.0, **_ignored: Any) -> None:
+        self.api = api if api is not None else KubeApi(context=context, kubeconfig=kubeconfig)
+        self.context = getattr(self.api, "context", context or "?")
+        self.server = getattr(self.api, "server", "?")
+        self.namespace = (namespace or os.environ.get("HADRLAB_KUBE_NAMESPACE")
+                          or DEFAULT_NAMESPACE)
+        if host_ports is None:
+            host_ports = kind_host_ports() if self.context == f"kind-{KIND_CLUSTER}" else {}
+        self.host_ports = dict(host_ports)
+        self.quiet = quiet
+        self.watch_timeout_s = watch_timeout_s
+        self._lock = threading.RLock()
+        self._events: list[dict] = []
+        self._applied: list[tuple[str, str, str]] = []
+        self._hung: dict[str, set[str]] = {}
+        self._rolling: set[str] = set()
+        self._forwards: dict[str, Any] = {}
+        self._resources = dict(_RESOURCES)
+        self._chaos: bool | None = None
+        self._closing = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._check_reachable()
+        self._ensure_namespace()
+        if watch:
+            self._start_watches()
+
+    # ------------------------------------------------------------------ calls and errors
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict:
+        """One API call, with connection failures turned into a message that says what to do."""
+        try:
+            return self.api.request(method, path, **kwargs)
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise self._unreachable(exc) from None
+            raise
+
+    def _unreachable(self, exc: BaseException) -> HadrError:
+        reason = getattr(exc, "reason", None) or exc
+        return HadrError(
+            f"Could not reach the Kubernetes API server {self.server} of context "
+            f"{self.context!r} ({exc.__class__.__name__}: {reason}). The cluster is not running "
+            f"or the context points elsewhere. For the course's cluster run `python -m "
+            f"hadrlab.kind up` (or `make kind-up`); for another cluster, set KUBECONFIG and "
+            f"HADRLAB_KUBE_CONTEXT to a context that `kubectl --context <name> get nodes` reaches; "
+            f"or use the local backend (unset HADRLAB_BACKEND)."
+        )
+
+    def _check_reachable(self) -> None:
+        try:
+            self._call("get", "/version", timeout_s=5)
+        except HadrError:
+            raise
+        except Exception as exc:
+            if _status(exc) in (401, 403):
+                raise HadrError(
+                    f"The API server {self.server} of context {self.context!r} refused our "
+                    f"credentials (HTTP {_status(exc)}). Refresh the kubeconfig (for kind: "
+                    f"`kind export kubeconfig --name {KIND_CLUSTER}`)."
+                ) from None
+            raise
+
+    def _ensure_namespace(self) -> None:
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}}
+        self._call("patch", f"/api/v1/namespaces/{self.namespace}", body=body,
+                   query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                   content_type="application/apply-patch+yaml")
+
+    def _record(self, kind: str, replica: str = "", detail: str = "", obj: str = "", t: float | None = None) -> None:
+        with self._lock:
+            self._events.append({"t": time.time() if t is None else t, "kind": kind, "replica": replica,
+                                 "detail": detail, "object": obj})
+
+    def events(self):
+        """The timeline as a DataFrame: t (epoch s), kind, replica, detail, object."""
+        import pandas as pd
+
+        with self._lock:
+            rows = sorted(self._events, key=lambda r: r["t"])
+        return pd.DataFrame(rows, columns=["t", "kind", "replica", "detail", "object"])
+
+    # ------------------------------------------------------------------ resources
+
+    def _path(self, api_version: str, kind: str, name: str | None = None, namespace: str | None = None) -> str:
+        if (api_version, kind) not in self._resources:
+            self._discover(api_version, kind)
+        _, _, namespaced = self._resources[(api_version, kind)]
+        return resource_path(api_version, kind, (namespace or self.namespace) if namespaced else None, name,
+                             resources=self._resources)
+
+    def _discover(self, api_version: str, kind: str) -> None:
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            listing = self._call("get", prefix)
+        except Exception as exc:
+            if _status(exc) == 404:
+                raise ManifestError(
+                    f"The cluster (context {self.context!r}) does not serve {api_version}: is the "
+                    f"CRD or add-on that defines {kind} installed?"
+                ) from None
+            raise
+        for res in listing.get("resources") or []:
+            if res.get("kind") == kind and "/" not in res.get("name", ""):
+                self._resources[(api_version, kind)] = (prefix, res["name"], bool(res.get("namespaced")))
+                return
+        raise ManifestError(f"The cluster serves {api_version} but has no kind {kind} in it.")
+
+    def has_chaos_mesh(self) -> bool:
+        """True when Chaos Mesh's CRDs are installed (network faults need them)."""
+        if self._chaos is None:
+            try:
+                self._call("get", f"/apis/{CHAOS_GROUP}")
+                self._chaos = True
+            except Exception as exc:
+                if _status(exc) is None:
+                    raise
+                self._chaos = False
+        return self._chaos
+
+    # ------------------------------------------------------------------ apply / delete
+
+    @staticmethod
+    def _load(manifests: Any) -> list[dict]:
+        from hadrlab.platform.manifests import load_manifest, validate_schema
+
+        if isinstance(manifests, (str, os.PathLike)):
+            docs, source = load_manifest(manifests, validate=False), str(manifests)
+        elif isinstance(manifests, Mapping):
+            docs, source = [manifests], "<dicts>"
+        else:
+            docs, source = list(manifests), getattr(manifests, "source", None) or "<dicts>"
+        out = []
+        for doc in docs:
+            doc = copy.deepcopy(dict(doc))
+            # Custom resources (Chaos Mesh) have no bundled schema; the API server checks them.
+            if not str(doc.get("apiVersion", "")).startswith("chaos-mesh.org/"):
+                validate_schema(doc, source=source)
+            out.append(doc)
+        return out
+
+    def apply(self, manifests: Any, *, quiet: bool | None = None) -> ApplyResult:
+        """Server-side apply the objects in ``manifests`` (a YAML path, a dict or a list).
+
+        Args:
+            manifests: a YAML file path, one manifest dict, or a list of them.
+            quiet: do not print the kubectl-style summary (default: the platform's setting).
+
+        Returns:
+            An :class:`ApplyResult`: created, configured or unchanged per object.
+        """
+        self._check_open()
+        result = ApplyResult()
+        for doc in self._load(manifests):
+            api_version, kind, name = doc["apiVersion"], doc["kind"], doc["metadata"]["name"]
+            path = self._path(api_version, kind, name, doc["metadata"].get("namespace"))
+            if self._resources[(api_version, kind)][2]:
+                doc["metadata"].setdefault("namespace", self.namespace)
+            before = self._get_or_none(path)
+            try:
+                after = self._call("patch", path, body=doc, content_type="application/apply-patch+yaml",
+                                   query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
+            except Exception as exc:
+                if _status(exc) in (400, 409, 422):
+                    raise ManifestError(
+                        f"The API server refused {kind} {name!r} (HTTP {_status(exc)}): "
+                        f"{_message(exc)}. Fix the manifest and apply again."
+                    ) from None
+                raise
+            action = self._action(before, after)
+            notes = []
+            if kind == "Service" and RETRY_ANNOTATION in ((doc["metadata"].get("annotations")) or {}):
+                notes.append(f"{RETRY_ANNOTATION} is read by the local backend only; a cluster Service "
+                             f"does not retry failed connections")
+            if kind == "Deployment":
+                self._note_rollout(name, before, after)
+            with self._lock:
+                if (api_version, kind, name) not in self._applied:
+                    self._applied.append((api_version, kind, name))
+            result.append(AppliedObject(kind, name, action, [], notes))
+        if not (self.quiet if quiet is None else quiet):
+            print(repr(result))
+        return result
+
+    def _get_or_none(self, path: str) -> dict | None:
+        try:
+            return self._call("get", path)
+        except Exception as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+
+    @staticmethod
+    def _action(before: Mapping | None, after: Mapping) -> str:
+        if before is None:
+            return "created"
+        rv = lambda o: (o.get("metadata") or {}).get("resourceVersion")  # noqa: E731
+        return "unchanged" if rv(before) == rv(after) else "configured"
+
+    def _note_rollout(self, name: str, before: Mapping | None, after: Mapping) -> None:
+        spec = lambda o: (o.get("spec") or {})  # noqa: E731
+        if before is None:
+            self._record("scaled", "", f"{name}: 0 -> {spec(after).get('replicas')} (created)", name)
+            return
+        if spec(before).get("replicas") != spec(after).get("replicas"):
+            self._record("scaled", "", f"{name}: {spec(before).get('replicas')} -> {spec(after).get('replicas')}", name)
+        if spec(before).get("template") != spec(after).get("template"):
+            self._record("rollout-started", "", f"{name}: generation {after['metadata'].get('generation')}", name)
+            with self._lock:
+                self._rolling.add(name)
+
+    def delete(self, manifests: Any = None) -> None:
+        """Delete objects: None (everything this platform applied), ``"deployment/NAME"``,
+        a YAML path or manifest dicts. Deleting what does not exist is not an error."""
+        if manifests is None:
+            with self._lock:
+                targets = list(reversed(self._applied))
+        elif isinstance(manifests, str) and "/" in manifests and not os.path.exists(manifests):
+            kind_word, _, name = manifests.partition("/")
+            kind = _KIND_ALIASES.get(kind_word.lower(), kind_word)
+            if kind not in _API_VERSION_OF:
+                raise HadrError(f"Cannot delete {manifests!r}: unknown kind {kind_word!r}; use e.g. deployment/NAME.")
+            targets = [(_API_VERSION_OF[kind], kind, name)]
+        else:
+            targets = [(d["apiVersion"], d["kind"], d["metadata"]["name"]) for d in self._load(manifests)]
+        for api_version, kind, name in targets:
+            try:
+                self._call("delete", self._path(api_version, kind, name),
+                           query=[("propagationPolicy", "Background")])
+            except Exception as exc:
+                if _status(exc) != 404:
+                    raise
+            with self._lock:
+                if (api_version, kind, name) in self._applied:
+                    self._applied.remove((api_version, kind, name))
+            if kind == "Service":
+                self._stop_forward(name)
+
+    # ------------------------------------------------------------------ replicas
+
+    def _deployment(self, deployment: str) -> dict:
+        try:
+            return self._call("get", self._path("apps/v1", "Deployment", deployment))
+        except Exception as exc:
+            if _status(exc) == 404:
+                raise HadrError(
+                    f"There is no Deployment {deployment!r} in namespace {self.namespace!r} of "
+                    f"context {self.context!r}. Apply its manifest first."
+                ) from None
+            raise
+
+    def _pods(self, deployment: str) -> list[dict]:
+        dep = self._deployment(deployment)
+        labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        pods = self._call("get", self._path("v1", "Pod"), query=[("labelSelector", selector)]).get("items") or []
+        return sorted(pods, key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+
+    @staticmethod
+    def _replica(pod: Mapping, deployment: str) -> Replica:
+        meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+        state = _pod_state(pod)
+        phase = status.get("phase", "Pending")
+        waiting = [(c.get("state") or {}).get("waiting", {}).get("reason") for c in status.get("containerStatuses") or []]
+        if state["deleting"]:
+            phase = "Terminating"
+        elif "CrashLoopBackOff" in waiting:
+            phase = "CrashLoopBackOff"
+        elif phase in ("Succeeded", "Failed"):
+            phase = "Terminated"
+        container = (spec.get("containers") or [{}])[0]
+        env = {e.get("name"): e.get("value") for e in container.get("env") or [] if "value" in e}
+        image = container.get("image", "")
+        version = env.get("MODEL_VERSION") or (image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else image)
+        ports = container.get("ports") or []
+        return Replica(
+            name=meta["name"], deployment=deployment, pid=None,
+            port=int(ports[0]["containerPort"]) if ports else None,
+            phase=phase, ready=state["ready"], restarts=state["restarts"], version=version,
+            started_at=_parse_time(status.get("startTime")),
+        )
+
+    def replicas(self, deployment: str) -> list[Replica]:
+        """The pods of ``deployment``, oldest first, terminating ones included."""
+        return [self._replica(p, deployment) for p in self._pods(deployment)]
+
+    def _pick(self, deployment: str, name: str | None, verb: str) -> dict:
+        pods = self._pods(deployment)
+        if name is not None:
+            for pod in pods:
+                if pod["metadata"]["name"] == name:
+                    return pod
+            raise HadrError(
+                f"Cannot {verb} replica {name!r}: Deployment {deployment!r} has "
+                f"{[p['metadata']['name'] for p in pods]}. Use platform.replicas({deployment!r}) to see them."
+            )
+        live = [p for p in pods if not _pod_state(p)["deleting"]]
+        candidates = [p for p in live if _pod_state(p)["ready"]] or [p for p in live if _pod_state(p)["running"]]
+        if not candidates:
+            raise HadrError(f"Cannot {verb} a replica of {deployment!r}: it has no running pod.")
+        return candidates[0]
+
+    def _signal(self, pod: Mapping, signum: int) -> tuple[bool, str]:
+        """Send ``signum`` to the server process in the pod's first container via exec."""
+        container = pod["spec"]["containers"][0]["name"]
+        try:
+            code, out, err = self.api.exec(self.namespace, pod["metadata"]["name"], container,
+                                           ["python", "-c", SIGNAL_SCRIPT, str(signum)])
+        except Exception as exc:
+            if _is_connection_error(exc) and not isinstance(exc, OSError):
+                raise self._unreachable(exc) from None
+            if _status(exc) is None and not isinstance(exc, (OSError, ValueError)):
+                raise
+            return False, f"exec failed ({_status(exc) or exc.__class__.__name__}: {_message(exc)})"
+        if code == 0:
+            return True, f"pid {out.strip()} in container {container}"
+        if code == 3:
+            return False, ("the server is PID 1 of its container, and Linux drops SIGKILL/SIGSTOP sent "
+                           "to PID 1 from inside the container; build the image with tini as PID 1 "
+                           "(infra/docker/Dockerfile)")
+        return False, f"exec exited with code {code}: {(err or out).strip()[:200]}"
+
+    def kill_replica(self, deployment: str, name: str | None = None) -> str:
+        """SIGKILL a replica's server process, as a crash would; it restarts in place.
+
+        Falls back to a forced pod deletion (grace 0: a new pod replaces it) when the
+        signal cannot be delivered; the event's detail says which happened.
+        """
+        pod = self._pick(deployment, name, "kill")
+        pod_name = pod["metadata"]["name"]
+        ok, detail = self._signal(pod, 9)
+        if ok:
+            self._record("killed", pod_name, f"SIGKILL {detail}", deployment)
+            return pod_name
+        self._call("delete", self._path("v1", "Pod", pod_name), query=[("gracePeriodSeconds", 0)])
+        self._record("killed", pod_name, f"pod force-deleted (grace 0) because {detail}", deployment)
+        return pod_name
+
+    def hang_replica(self, deployment: str, name: str | None = None) -> str:
+        """Freeze a replica's server (SIGSTOP): its pod stays Running; only probes notice."""
+        pod = self._pick(deployment, name, "hang")
+        pod_name = pod["metadata"]["name"]
+        ok, detail = self._signal(pod, 19)
+        if not ok:
+            raise HadrError(f"Could not hang replica {pod_name!r}: {detail}.")
+        with self._lock:
+            self._hung.setdefault(deployment, set()).add(pod_name)
+        self._record("hung", pod_name, f"SIGSTOP {detail}", deployment)
+        return pod_name
+
+    def resume_replica(self, deployment: str, name: str | None = None) -> str:
+        """Unfreeze a hung replica (SIGCONT). Without a name, the first hung replica."""
+        with self._lock:
+            hung = sorted(self._hung.get(deployment, set()))
+        pod = self._pick(deployment, name or (hung[0] if hung else None), "resume")
+        pod_name = pod["metadata"]["name"]
+        ok, detail = self._signal(pod, 18)
+        if not ok:
+            raise HadrError(f"Could not resume replica {pod_name!r}: {detail}.")
+        with self._lock:
+            self._hung.get(deployment, set()).discard(pod_name)
+        self._record("resumed", pod_name, f"SIGCONT {detail}", deployment)
+        return pod_name
+
+    def delete_replica(self, deployment: str, name: str | None = None, *, wait: bool = False) -> str:
+        """Delete a pod gracefully (``kubectl delete pod``); the Deployment replaces it.
+
+        Args:
+            deployment: the Deployment's name.
+            name: the pod; None picks the first ready one.
+            wait: block until the pod is gone (its grace period plus 10 s at most).
+        """
+        pod = self._pick(deployment, name, "delete")
+        pod_name = pod["metadata"]["name"]
+        path = self._path("v1", "Pod", pod_name)
+        try:
+            self._call("delete", path)
+        except Exception as exc:
+            if _status(exc) != 404:
+                raise
+        self._record("terminating", pod_name, "deleted by request (kubectl delete pod)", deployment)
+        if wait:
+            from hadrlab.processes import wait_until
+
+            grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+            wait_until(lambda: self._get_or_none(path) is None, timeout_s=grace + 10,
+                       describe=f"pod {pod_name!r} to be gone")
+        return pod_name
+
+    # ------------------------------------------------------------------ scale / rollout
+
+    def scale(self, deployment: str, replicas: int) -> None:
+        """Set the replica count through the Deployment's scale subresource."""
+        before = self._deployment(deployment)
+        self._call("patch", self._path("apps/v1", "Deployment", deployment) + "/scale",
+                   body={"spec": {"replicas": int(replicas)}}, content_type="application/merge-patch+json",
+                   query=[("fieldManager", FIELD_MANAGER)])
+        self._record("scaled", "", f"{deployment}: {before['spec'].get('replicas')} -> {int(replicas)}", deployment)
+
+    def rollout(self, deployment: str, env: Mapping[str, str] | None = None, image: str | None = None,
+                version: str | None = None) -> int:
+        """Roll out a new pod template: changed env, image, or version.
+
+        Args:
+            deployment: the Deployment's name.
+            env: variables to set in the first container.
+            image: a new image (it must be in the cluster: ``kind load docker-image``).
+            version: shorthand: sets env ``MODEL_VERSION`` and the image tag.
+
+        Returns:
+            The new revision (the Deployment's ``deployment.kubernetes.io/revision``).
+        """
+        dep = self._deployment(deployment)
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        changes = {k: str(v) for k, v in (env or {}).items()}
+        patch: dict[str, Any] = {"name": container["name"]}
+        if version is not None:
+            changes["MODEL_VERSION"] = str(version)
+            base = container.get("image", deployment)
+            repo = base.rsplit(":", 1)[0] if ":" in base.rsplit("/", 1)[-1] else base
+            patch["image"] = f"{repo}:{version}"
+        if image is not None:
+            patch["image"] = image
+        if changes:
+            # A strategic merge patch merges env by name; $retainKeys drops a valueFrom.
+            patch["env"] = [{"name": k, "value": v} for k, v in changes.items()]
+        old_revision = int((dep["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", 0))
+        self._call("patch", self._path("apps/v1", "Deployment", deployment),
+                   body={"spec": {"template": {"spec": {"containers": [patch]}}}},
+                   content_type="application/strategic-merge-patch+json", query=[("fieldManager", FIELD_MANAGER)])
+        self._record("rollout-started", "", f"{deployment}: {patch}", deployment)
+        with self._lock:
+            self._rolling.add(deployment)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            rev = int((self._deployment(deployment)["metadata"].get("annotations") or {}).get(
+                "deployment.kubernetes.io/revision", 0))
+            if rev > old_revision:
+                return rev
+            time.sleep(0.1)
+        return old_revision + 1
+
+    @staticmethod
+    def _rollout_state(dep: Mapping) -> tuple[bool, str]:
+        meta, spec, status = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
+        want = int(spec.get("replicas", 1))
+        observed = int(status.get("observedGeneration", 0)) >= int(meta.get("generation", 0))
+        updated, ready = int(status.get("updatedReplicas", 0)), int(status.get("readyReplicas", 0))
+        available, total = int(status.get("availableReplicas", 0)), int(status.get("replicas", 0))
+        done = observed and updated == available == ready == total == want
+        return done, (f"{updated}/{want} updated, {ready} ready, {available} available, {total} pods in "
+                      f"total{'' if observed else ', the controller has not seen the latest spec yet'}")
+
+    def wait_for_rollout(self, deployment: str | None = None, timeout_s: float = 60.0) -> float:
+        """Watch Deployments until every replica runs the current template and is available.
+
+        Args:
+            deployment: the Deployment; None waits for every one this platform applied.
+            timeout_s: give up after this long (ServiceNotReady says what is missing).
+
+        Returns:
+            The seconds waited.
+        """
+        start = time.monotonic()
+        with self._lock:
+            names = [deployment] if deployment else [n for av, k, n in self._applied if k == "Deployment"]
+        for name in names:
+            path = self._path("apps/v1", "Deployment")
+            dep = self._deployment(name)
+            done, state = self._rollout_state(dep)
+            while not done:
+                left = timeout_s - (time.monotonic() - start)
+                if left <= 0:
+                    reps = "; ".join(f"{r.name} {r.phase} ready={r.ready} restarts={r.restarts}"
+                                     for r in self.replicas(name))
+                    raise ServiceNotReady(
+                        f"The rollout of Deployment {name!r} (context {self.context!r}) did not finish "
+                        f"within {timeout_s:g} s: {state}. Pods: {reps or 'none'}. Look at `kubectl -n "
+                        f"{self.namespace} describe pod` for image pull errors and probe failures."
+                    )
+                rv = dep["metadata"].get("resourceVersion")
+                try:
+                    for event in self.api.watch(path, query=[("fieldSelector", f"metadata.name={name}"),
+                                                             ("resourceVersion", rv)],
+                                                timeout_s=max(1, min(left, 30))):
+                        if event.get("type") in ("ADDED", "MODIFIED"):
+                            dep = event["object"]
+                            done, state = self._rollout_state(dep)
+                            if done:
+                                break
+                        if event.get("type") == "ERROR" or time.monotonic() - start > timeout_s:
+                            break
+                except Exception as exc:
+                    if _is_connection_error(exc):
+                        raise self._unreachable(exc) from None
+                    if _status(exc) is None:
+                        raise
+                if not done:
+                    dep = self._deployment(name)
+                    done, state = self._rollout_state(dep)
+            with self._lock:
+                was_rolling = name in self._rolling
+                self._rolling.discard(name)
+            if was_rolling:
+                self._record("rollout-finished", "", f"{name}: {state}", name)
+        return time.monotonic() - start
+
+    # ------------------------------------------------------------------ services
+
+    def service_url(self, service: str) -> str:
+        """``http://127.0.0.1:PORT`` reaching ``service``: a kind host port, else a port-forward.
+
+        A NodePort (the Service's own, or a Service annotated
+        ``hadrlab.io/host-access-for: <service>``) that the cluster maps to a host port
+        load-balances over every ready pod. A ``kubectl port-forward`` pins one pod: it
+        reaches the service but cannot show a replica kill being absorbed.
+        """
+        svc = self._get_or_none(self._path("v1", "Service", service))
+        if svc is None:
+            raise HadrError(f"There is no Service {service!r} in namespace {self.namespace!r}; apply its manifest first.")
+        candidates = [svc] + [
+            s for s in self._call("get", self._path("v1", "Service")).get("items") or []
+            if ((s["metadata"].get("annotations") or {}).get(HOST_ACCESS_ANNOTATION) == service)
+        ]
+        for s in candidates:
+            for port in (s.get("spec") or {}).get("ports") or []:
+                host = self.host_ports.get(int(port.get("nodePort", 0) or 0))
+                if host:
+                    return f"http://127.0.0.1:{host}"
+        return self._forward(service, int(svc["spec"]["ports"][0]["port"]))
+
+    def _forward(self, service: str, port: int) -> str:
+        import shutil
+
+        from hadrlab.processes import find_free_port, start_process, wait_for_tcp
+
+        with self._lock:
+            child = self._forwards.get(service)
+        if child is not None and child.alive():
+            return child.url
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            raise HadrError(
+                f"Service {service!r} has no NodePort mapped to this machine, and kubectl (needed for "
+                f"a port-forward) is not on PATH. Install kubectl, or use the course's kind cluster "
+                f"(`python -m hadrlab.kind up`) whose NodePorts are mapped to 127.0.0.1."
+            )
+        local = find_free_port()
+        child = start_process(
+            f"port-forward-{service}",
+            [kubectl, "--context", self.context, "-n", self.namespace, "port-forward",
+             "--address", "127.0.0.1", f"service/{service}", f"{local}:{port}"],
+            port=local, ready=lambda c: wait_for_tcp(c, timeout_s=20),
+        )
+        with self._lock:
+            self._forwards[service] = child
+        if not self.quiet:
+            print(f"note: service/{service} reached through `kubectl port-forward` on 127.0.0.1:{local}; "
+                  f"it pins one pod, so a replica kill is not load-balanced away")
+        return child.url or f"http://127.0.0.1:{local}"
+
+    def _stop_forward(self, service: str) -> None:
+        with self._lock:
+            child = self._forwards.pop(service, None)
+        if child is not None:
+            child.stop(timeout_s=2)
+
+    # ------------------------------------------------------------------ network faults (Chaos Mesh)
+
+    def _require_chaos(self, what: str) -> None:
+        if not self.has_chaos_mesh():
+            raise HadrError(
+                f"{what} needs Chaos Mesh, whose CRDs are not installed in context {self.context!r}. "
+                f"Install it (see infra/kind/README.md, 'Add Chaos Mesh'), or run this experiment on "
+                f"the local backend, whose fault proxy injects the same fault."
+            )
+
+    def delay_region(self, region: str = "region-a", latency_ms: float = 100, jitter_ms: float = 0) -> str:
+        """Delay every packet from the pods of ``region`` by ``latency_ms`` (Chaos Mesh NetworkChaos)."""
+        self._require_chaos("Delaying a region")
+        name = f"delay-{region}"
+        self.apply({"apiVersion": CHAOS_GROUP, "kind": "NetworkChaos", "metadata": {"name": name},
+                    "spec": {"action": "delay", "mode": "all",
+                             "selector": {"namespaces": [self.namespace],
+                                          "nodeSelectors": {"topology.kubernetes.io/region": region}},
+                             "delay": {"latency": f"{latency_ms:g}ms", "jitter": f"{jitter_ms:g}ms"}}},
+                   quiet=True)
+        self._record("hung", "", f"network delay {latency_ms:g} ms on {region}", name)
+        return name
+
+    def partition_region(self, region: str = "region-a", other: str = "region-b") -> str:
+        """Cut the network between the pods of ``region`` and ``other`` (both directions)."""
+        self._require_chaos("Partitioning a region")
+        name = f"partition-{region}"
+        self.apply({"apiVersion": CHAOS_GROUP, "kind": "NetworkChaos", "metadata": {"name": name},
+                    "spec": {"action": "partition", "mode": "all", "direction": "both",
+                             "selector": {"namespaces": [self.namespace],
+                                          "nodeSelectors": {"topology.kubernetes.io/region": region}},
+                             "target": {"mode": "all", "selector": {
+                                 "namespaces": [self.namespace],
+                                 "nodeSelectors": {"topology.kubernetes.io/region": other}}}}},
+                   quiet=True)
+        self._record("hung", "", f"network partition {region} <-> {other}", name)
+        return name
+
+    def clear_faults(self) -> int:
+        """Delete every NetworkChaos and PodChaos in the namespace; return how many."""
+        if not self.has_chaos_mesh():
+            return 0
+        n = 0
+        for kind in ("NetworkChaos", "PodChaos"):
+            for item in self._call("get", self._path(CHAOS_GROUP, kind)).get("items") or []:
+                self._delete_chaos(kind, item)
+                n += 1
+        return n
+
+    def _delete_chaos(self, kind: str, item: Mapping) -> None:
+        name = item["metadata"]["name"]
+        with contextlib.suppress(Exception):
+            self._call("delete", self._path(CHAOS_GROUP, kind, name))
+        self._record("resumed", "", f"{kind} {name} removed", name)
+
+    # ------------------------------------------------------------------ watches
+
+    def _start_watches(self) -> None:
+        for name, target in (("pods", self._watch_pods), ("endpointslices", self._watch_slices),
+                             ("events", self._watch_k8s_events)):
+            thread = threading.Thread(target=self._watch_loop, args=(name, target), daemon=True,
+                                      name=f"kube-watch-{name}")
+            self._threads.append(thread)
+            thread.start()
+
+    def _watch_loop(self, name: str, target: Any) -> None:
+        failures = 0
+        while not self._closing.is_set():
+            try:
+                target()
+                failures = 0
+            except Exception as exc:  # a dropped stream or 410 Gone: list again and resume
+                failures += 1
+                if self._closing.is_set():
+                    return
+                if failures == 5:
+                    self._record("unready", "", f"the {name} watch keeps failing: {exc.__class__.__name__}: "
+                                                f"{_message(exc)}", "platform")
+                self._closing.wait(min(5.0, 0.2 * failures))
+
+    def _list_then_watch(self, path: str, on_list: Any, on_event: Any, query: Sequence[tuple[str, Any]] = ()) -> None:
+        listing = self.api.request("get", path, query=list(query))
+        on_list(listing.get("items") or [])
+        rv = (listing.get("metadata") or {}).get("resourceVersion")
+        while not self._closing.is_set():
+            for event in self.api.watch(path, query=[*query, ("resourceVersion", rv)], timeout_s=self.watch_timeout_s):
+                if self._closing.is_set():
+                    return
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    raise HadrError(f"watch of {path} ended: {obj.get('message', obj)}")
+                rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    on_event(kind, obj)
+
+    def _watch_pods(self) -> None:
+        states: dict[str, dict] = {}
+
+        def on_list(items: list[dict]) -> None:
+            # A re-list after a dropped watch reports what changed meanwhile, not everything.
+            seen = set()
+            for pod in items:
+                seen.add(pod["metadata"]["name"])
+                on_event("MODIFIED" if pod["metadata"]["name"] in states else "SEED", pod)
+            for gone in set(states) - seen:
+                on_event("DELETED", {"metadata": {"name": gone}})
+
+        def on_event(kind: str, pod: dict) -> None:
+            name = pod["metadata"]["name"]
+            if kind == "SEED":
+                states[name] = {**_pod_state(pod), "owner": _owner_name(pod)}
+                return
+            old = states.get(name)
+            owner = _owner_name(pod) or (old or {}).get("owner", "")
+            if kind == "DELETED":
+                if old is not None:
+                    for k, detail in pod_transitions(old, None, deleted=True):
+                        self._record(k, name, detail, owner)
+                    states.pop(name, None)
+                return
+            for k, detail in pod_transitions(old, pod):
+                self._record(k, name, detail, owner)
+            states[name] = {**_pod_state(pod), "owner": owner}
+
+        self._list_then_watch(self._path("v1", "Pod"), on_list, on_event)
+
+    def _watch_slices(self) -> None:
+        slices: dict[str, dict] = {}
+
+        def service_of(obj: Mapping) -> str:
+            return ((obj.get("metadata") or {}).get("labels") or {}).get("kubernetes.io/service-name", "")
+
+        def on_list(items: list[dict]) -> None:
+            fresh = {s["metadata"]["name"]: s for s in items}
+            if slices:
+                for name in set(slices) | set(fresh):
+                    on_event("MODIFIED", fresh.get(name) or {"metadata": slices[name]["metadata"], "endpoints": []})
+            slices.clear()
+            slices.update(fresh)
+
+        def on_event(kind: str, obj: dict) -> None:
+            name = obj["metadata"]["name"]
+            old = slices.get(name)
+            new = None if kind == "DELETED" else obj
+            for k, replica in slice_transitions(old, new):
+                self._record(k, replica, f"EndpointSlice {name}", service_of(obj) or service_of(old or {}))
+            if new is None:
+                slices.pop(name, None)
+            else:
+                slices[name] = new
+
+        self._list_then_watch(self._path("discovery.k8s.io/v1", "EndpointSlice"), on_list, on_event)
+
+    def _watch_k8s_events(self) -> None:
+        seen: set[str] = set()
+
+        def on_list(items: list[dict]) -> None:
+            seen.update(e["metadata"]["name"] for e in items)
+
+        def on_event(kind: str, ev: dict) -> None:
+            # The kubelet's "Killing" event says a liveness (or startup) probe condemned a
+            # container: the moment the local backend records as liveness-failed.
+            name = ev["metadata"]["name"]
+            message = ev.get("message") or ""
+            if kind != "ADDED" or name in seen or ev.get("reason") != "Killing" or "probe" not in message:
+                return
+            seen.add(name)
+            pod = (ev.get("involvedObject") or {}).get("name", "")
+            self._record("liveness-failed", pod, message, pod.rsplit("-", 2)[0] if pod.count("-") >= 2 else pod)
+
+        self._list_then_watch(self._path("v1", "Event"), on_list, on_event)
+
+    # ------------------------------------------------------------------ close
+
+    def _check_open(self) -> None:
+        if self._closing.is_set():
+            raise HadrError("This KubePlatform was closed; create a new one with get_platform('kube').")
+
+    def close(self) -> None:
+        """Stop the watches and port-forwards. The cluster and its objects stay. Idempotent."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        for service in list(self._forwards):
+            self._stop_forward(service)
+        closer = getattr(self.api, "close", None)
+        if closer is not None:
+            closer()
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+    def __repr__(self) -> str:
+        return f"KubePlatform(context={self.context!r}, server={self.server!r}, namespace={self.namespace!r})"
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """A failure to talk to the API server at all (no answer), as opposed to an HTTP error."""
+    import urllib3
+
+    return _status(exc) is None and isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status", None)
+    return int(status) if isinstance(status, int) or (isinstance(status, str) and status.isdigit()) else None
+
+
+def _message(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            return json.loads(body).get("message") or str(body)[:300]
+        except (ValueError, TypeError, AttributeError):
+            return str(body)[:300]
+    return str(getattr(exc, "reason", None) or exc)[:300]

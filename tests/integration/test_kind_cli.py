@@ -1,0 +1,119 @@
+"""`python -m hadrlab.kind` on a machine without Docker, and the Lab 01 path on a real cluster.
+
+The first tests run everywhere: they check that `up` fails fast and says exactly what is
+missing and how to install it. The last one needs the course's kind cluster
+(`python -m hadrlab.kind up`) and runs only under `python -m hadrlab.kind test`
+(HADRLAB_BACKEND=kube); elsewhere it is skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_kind(*args: str, path: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": path}
+    return subprocess.run([sys.executable, "-m", "hadrlab.kind", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_up_without_docker_kind_kubectl_fails_fast_and_says_how_to_install_each(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run_kind("up", path=str(tmp_path))
+    assert result.returncode == 2
+    assert time.monotonic() - started < 30
+    for tool in ("docker", "kind", "kubectl"):
+        assert f"  {tool}: " in result.stderr
+    for os_name in ("linux", "macos", "windows"):
+        assert result.stderr.count(os_name) >= 3
+    assert "brew install kind" in result.stderr and "local backend" in result.stderr
+
+
+def _stub(folder: Path, name: str, script: str) -> None:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + script + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+def test_up_with_a_stopped_docker_daemon_says_to_start_it(tmp_path: Path) -> None:
+    _stub(tmp_path, "docker", 'echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock." >&2; exit 1')
+    _stub(tmp_path, "kind", "exit 0")
+    _stub(tmp_path, "kubectl", "exit 0")
+    result = run_kind("up", path=f"{tmp_path}:/usr/bin:/bin")
+    assert result.returncode == 2
+    assert "daemon does not answer" in result.stderr and "Cannot connect to the Docker daemon" in result.stderr
+
+
+def test_down_on_a_machine_without_kind_is_not_an_error(tmp_path: Path) -> None:
+    result = run_kind("down", path=str(tmp_path))
+    assert result.returncode == 0
+    assert "no kind cluster 'hadrlab' to delete" in result.stdout
+
+
+def test_down_of_a_missing_cluster_is_not_an_error(tmp_path: Path) -> None:
+    _stub(tmp_path, "docker", "exit 0")
+    _stub(tmp_path, "kind", 'if [ "$1 $2" = "get clusters" ]; then echo "No kind clusters found." >&2; fi; exit 0')
+    result = run_kind("down", path=f"{tmp_path}:/usr/bin:/bin")
+    assert result.returncode == 0 and "nothing to delete" in result.stdout
+
+
+def test_unknown_verb_prints_the_usage() -> None:
+    result = run_kind("sideways", path=os.environ.get("PATH", ""))
+    assert result.returncode == 64 and "usage: python -m hadrlab.kind up" in result.stderr
+
+
+# --------------------------------------------------------------------------- real cluster
+
+
+def _cluster_or_skip():
+    if os.environ.get("HADRLAB_BACKEND", "").lower() != "kube":
+        pytest.skip("needs the kind cluster: run `python -m hadrlab.kind up`, then `python -m hadrlab.kind test`")
+    from hadrlab.platform import get_platform
+
+    return get_platform("kube", quiet=True)
+
+
+@pytest.mark.slow
+def test_lab01_faults_on_the_kind_cluster() -> None:
+    """A killed replica restarts in place, a hung one is restarted by liveness, v2 rolls out."""
+    import httpx
+
+    from hadrlab.processes import wait_until
+    from hadrlab.serving import predict_payload
+
+    platform = _cluster_or_skip()
+    try:
+        platform.apply(ROOT / "infra" / "k8s" / "model-api.yaml")
+        platform.apply(ROOT / "infra" / "k8s" / "kind" / "model-api-service.yaml")
+        platform.wait_for_rollout("model-api", timeout_s=180)
+        url = platform.service_url("model-api")
+        answer = httpx.post(url + "/predict", json=predict_payload(2, seed=0), timeout=10).json()
+        assert len(answer["predictions"]) == 2
+
+        victim = platform.kill_replica("model-api")
+        wait_until(lambda: any(r.name == victim and r.restarts >= 1 and r.ready for r in platform.replicas("model-api")),
+                   timeout_s=120, describe=f"{victim} restarted in place and ready")
+        kinds = set(platform.events().query("replica == @victim")["kind"])
+        assert {"killed", "restarted", "endpoint-removed"} <= kinds, kinds
+
+        hung = platform.hang_replica("model-api")
+        restarted = lambda: len(platform.events().query("replica == @hung and kind == 'restarted'"))  # noqa: E731
+        wait_until(lambda: restarted() >= 1 and any(r.name == hung and r.ready for r in platform.replicas("model-api")),
+                   timeout_s=120, describe=f"{hung} restarted by its liveness probe")
+        assert "liveness-failed" in set(platform.events().query("replica == @hung")["kind"])
+
+        platform.rollout("model-api", version="v2")
+        platform.wait_for_rollout("model-api", timeout_s=180)
+        assert {r.version for r in platform.replicas("model-api") if r.phase == "Running"} == {"v2"}
+    finally:
+        platform.apply(ROOT / "infra" / "k8s" / "model-api.yaml")  # back to v1 for the next run
+        platform.close()

@@ -1,0 +1,571 @@
+"""The kube backend's logic, against a fake of the Kubernetes API surface it uses.
+
+``FakeKube`` stands in for :class:`hadrlab.platform.kube.KubeApi` (REST calls, watches,
+exec). It keeps objects by REST path, answers the way an API server does (server-side
+apply, 404 for a missing object, 409/422 refusals, watch events) and can pretend the server
+is gone (urllib3's MaxRetryError), so every code path runs without a cluster. What only a
+real cluster can prove is listed in infra/kind/README.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import queue
+import threading
+import time
+
+import pytest
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from hadrlab.errors import HadrError, ManifestError, ServiceNotReady
+from hadrlab.platform.base import Replica
+from hadrlab.platform.kube import (
+    FIELD_MANAGER,
+    KubePlatform,
+    kind_host_ports,
+    pod_transitions,
+    resource_path,
+    slice_transitions,
+)
+from hadrlab.platform.manifests import load_manifest
+
+NS = "hadrlab"
+DEP_PATH = f"/apis/apps/v1/namespaces/{NS}/deployments"
+POD_PATH = f"/api/v1/namespaces/{NS}/pods"
+SVC_PATH = f"/api/v1/namespaces/{NS}/services"
+SLICE_PATH = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
+EVENT_PATH = f"/api/v1/namespaces/{NS}/events"
+
+
+def api_error(status: int, message: str) -> ApiException:
+    return ApiException(status=status, reason={404: "Not Found", 409: "Conflict", 422: "Unprocessable Entity",
+                                               403: "Forbidden"}.get(status, "Error"),
+                        body=json.dumps({"kind": "Status", "message": message, "code": status}))
+
+
+class FakeKube:
+    """An in-memory API server: objects by path, watch queues by collection, scripted exec."""
+
+    context = "kind-fake"
+    server = "https://127.0.0.1:6443"
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict] = {}
+        self.calls: list[tuple] = []
+        self.watch_queues: dict[str, queue.Queue] = {}
+        self.rv = 100
+        self.down = False
+        self.chaos_mesh = False
+        self.refuse: dict = {}  # path or (method, path) -> (status, message)
+        self.exec_result: tuple[int, str, str] | Exception = (0, "7", "")
+        self.exec_calls: list[tuple] = []
+        self.closed = False
+        self.lock = threading.Lock()
+
+    # -- helpers for tests
+    def _next_rv(self) -> str:
+        self.rv += 1
+        return str(self.rv)
+
+    def put(self, path: str, obj: dict, event: str | None = "ADDED") -> dict:
+        obj = copy.deepcopy(obj)
+        obj.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
+        self.objects[path] = obj
+        if event:
+            self.emit(path.rsplit("/", 1)[0], event, obj)
+        return obj
+
+    def emit(self, collection: str, kind: str, obj: dict) -> None:
+        self.watch_queues.setdefault(collection, queue.Queue()).put({"type": kind, "object": copy.deepcopy(obj)})
+
+    # -- the API surface of KubeApi
+    def request(self, method, path, *, query=(), body=None, content_type=None, timeout_s=10.0):
+        with self.lock:
+            self.calls.append((method, path, dict(query), copy.deepcopy(body), content_type))
+            if self.down:
+                raise urllib3.exceptions.MaxRetryError(None, path, urllib3.exceptions.NewConnectionError(
+                    None, "Failed to establish a new connection: [Errno 111] Connection refused"))
+            for key in ((method, path), path):
+                if key in self.refuse:
+                    raise api_error(*self.refuse[key])
+            if path == "/version":
+                return {"major": "1", "minor": "31", "gitVersion": "v1.31.2"}
+            if path == "/apis/chaos-mesh.org/v1alpha1":
+                if self.chaos_mesh:
+                    return {"kind": "APIResourceList", "resources": [{"name": "podchaos", "kind": "PodChaos", "namespaced": True}]}
+                raise api_error(404, "the server could not find the requested resource")
+            q = dict(query)
+            if method == "get":
+                if path in self.objects:
+                    return copy.deepcopy(self.objects[path])
+                prefix = path + "/"
+                items = [copy.deepcopy(o) for p, o in self.objects.items()
+                         if p.startswith(prefix) and "/" not in p[len(prefix):]]
+                if items or path.endswith(("pods", "services", "endpointslices", "events", "deployments",
+                                           "networkchaos", "podchaos")):
+                    wanted = dict(kv.split("=") for kv in q["labelSelector"].split(",")) if q.get("labelSelector") else {}
+                    items = [o for o in items if all((o["metadata"].get("labels") or {}).get(k) == v
+                                                     for k, v in wanted.items())]
+                    return {"items": items, "metadata": {"resourceVersion": str(self.rv)}}
+                raise api_error(404, f"{path} not found")
+            if method == "delete":
+                if path not in self.objects:
+                    raise api_error(404, f"{path} not found")
+                obj = self.objects.pop(path)
+                self.emit(path.rsplit("/", 1)[0], "DELETED", obj)
+                return {"kind": "Status", "status": "Success"}
+            if method == "patch" and content_type == "application/apply-patch+yaml":
+                assert q["fieldManager"] == FIELD_MANAGER and q["force"] == "true"
+                old = self.objects.get(path)
+                new = copy.deepcopy(body)
+                if old is not None and {k: v for k, v in old.items() if k not in ("metadata", "status")} == \
+                        {k: v for k, v in new.items() if k not in ("metadata", "status")}:
+                    return copy.deepcopy(old)
+                gen = int(((old or {}).get("metadata") or {}).get("generation", 0)) + 1
+                new["metadata"]["generation"] = gen
+                if old is not None:
+                    new["status"] = old.get("status", {})
+                return copy.deepcopy(self.put(path, new, "MODIFIED" if old else "ADDED"))
+            if method == "patch" and path.endswith("/scale"):
+                obj = self.objects[path[: -len("/scale")]]
+                obj["spec"]["replicas"] = body["spec"]["replicas"]
+                obj["metadata"]["generation"] += 1
+                return {"spec": body["spec"]}
+            if method == "patch" and content_type == "application/strategic-merge-patch+json":
+                obj = self.objects[path]
+                patch = body["spec"]["template"]["spec"]["containers"][0]
+                for c in obj["spec"]["template"]["spec"]["containers"]:
+                    if c["name"] == patch["name"]:
+                        if "image" in patch:
+                            c["image"] = patch["image"]
+                        for item in patch.get("env", []):
+                            env = c.setdefault("env", [])
+                            env[:] = [e for e in env if e["name"] != item["name"]] + [item]
+                obj["metadata"]["generation"] += 1
+                ann = obj["metadata"].setdefault("annotations", {})
+                ann["deployment.kubernetes.io/revision"] = str(int(ann.get("deployment.kubernetes.io/revision", 1)) + 1)
+                return copy.deepcopy(obj)
+            raise AssertionError(f"the fake does not model {method} {path} {content_type}")
+
+    def watch(self, path, *, query=(), timeout_s=30.0):
+        if self.down:
+            raise urllib3.exceptions.MaxRetryError(None, path, urllib3.exceptions.ProtocolError("Connection aborted."))
+        q = self.watch_queues.setdefault(path, queue.Queue())
+        deadline = time.monotonic() + min(timeout_s, 0.3)
+        while time.monotonic() < deadline and not self.closed:
+            try:
+                yield q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+
+    def exec(self, namespace, pod, container, command, timeout_s=10.0):
+        self.exec_calls.append((pod, container, list(command)))
+        if isinstance(self.exec_result, Exception):
+            raise self.exec_result
+        return self.exec_result
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def pod(name: str, *, ready: bool = True, restarts: int = 0, deleting: bool = False, created: str = "2025-01-01T00:00:00Z",
+        version: str = "v1", last_exit: int | None = None, running: bool = True) -> dict:
+    status = {"phase": "Running", "startTime": created,
+              "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+              "containerStatuses": [{"name": "model-api", "restartCount": restarts,
+                                     "state": {"running": {"startedAt": created}} if running else {"waiting": {"reason": "CrashLoopBackOff"}},
+                                     **({"lastState": {"terminated": {"exitCode": last_exit, "reason": "Error"}}}
+                                        if last_exit is not None else {})}]}
+    meta = {"name": name, "namespace": NS, "creationTimestamp": created,
+            "labels": {"app": "model-api", "pod-template-hash": "5d8f7"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "model-api-5d8f7"}]}
+    if deleting:
+        meta["deletionTimestamp"] = "2025-01-01T00:01:00Z"
+    return {"metadata": meta, "status": status,
+            "spec": {"nodeName": "hadrlab-worker", "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "model-api", "image": f"hadrlab/model-api:{version}",
+                                     "ports": [{"name": "http", "containerPort": 8000}],
+                                     "env": [{"name": "MODEL_VERSION", "value": version}]}]}}
+
+
+@pytest.fixture
+def fake() -> FakeKube:
+    return FakeKube()
+
+
+@pytest.fixture
+def platform(fake: FakeKube):
+    plat = KubePlatform(api=fake, namespace=NS, host_ports={30080: 30080}, quiet=True, watch=False)
+    yield plat
+    plat.close()
+
+
+@pytest.fixture
+def applied(platform: KubePlatform, fake: FakeKube) -> KubePlatform:
+    platform.apply("infra/k8s/model-api.yaml")
+    for i, name in enumerate(("model-api-5d8f7-aaaaa", "model-api-5d8f7-bbbbb")):
+        fake.put(f"{POD_PATH}/{name}", pod(name, created=f"2025-01-01T00:00:0{i}Z"))
+    return platform
+
+
+# ------------------------------------------------------------------ connection and set-up
+
+
+def test_unreachable_cluster_is_refused_with_context_server_and_what_to_do(fake: FakeKube) -> None:
+    fake.down = True
+    with pytest.raises(HadrError) as info:
+        KubePlatform(api=fake, watch=False)
+    message = str(info.value)
+    assert "kind-fake" in message and "https://127.0.0.1:6443" in message
+    assert "python -m hadrlab.kind up" in message and "MaxRetryError" in message
+
+
+def test_refused_credentials_say_how_to_refresh_the_kubeconfig(fake: FakeKube) -> None:
+    fake.refuse["/version"] = (401, "Unauthorized")
+    with pytest.raises(HadrError, match="kind export kubeconfig"):
+        KubePlatform(api=fake, watch=False)
+
+
+def test_the_namespace_is_created_by_server_side_apply(platform: KubePlatform, fake: FakeKube) -> None:
+    assert fake.objects[f"/api/v1/namespaces/{NS}"]["kind"] == "Namespace"
+
+
+def test_a_lost_connection_later_is_the_same_clear_error(platform: KubePlatform, fake: FakeKube) -> None:
+    fake.down = True
+    with pytest.raises(HadrError, match="Could not reach the Kubernetes API server"):
+        platform.replicas("model-api")
+
+
+# ------------------------------------------------------------------ apply / delete
+
+
+def test_apply_creates_then_reports_unchanged_then_configured(platform: KubePlatform, fake: FakeKube) -> None:
+    first = platform.apply("infra/k8s/model-api.yaml")
+    assert [(o.kind, o.action) for o in first] == [
+        ("Deployment", "created"), ("Service", "created"), ("PodDisruptionBudget", "created")]
+    assert fake.objects[f"{DEP_PATH}/model-api"]["metadata"]["namespace"] == NS
+    assert [o.action for o in platform.apply("infra/k8s/model-api.yaml")] == ["unchanged"] * 3
+    docs = load_manifest("infra/k8s/model-api.yaml")
+    docs[0]["spec"]["template"]["spec"]["containers"][0].pop("livenessProbe")
+    again = platform.apply(docs)
+    assert again[0].action == "configured"
+    live = fake.objects[f"{DEP_PATH}/model-api"]["spec"]["template"]["spec"]["containers"][0]
+    assert "livenessProbe" not in live  # server-side apply: the dropped field is gone
+    assert "rollout-started" in set(platform.events()["kind"])
+
+
+def test_apply_notes_that_a_cluster_service_does_not_retry(platform: KubePlatform) -> None:
+    result = platform.apply("infra/k8s/model-api.yaml")
+    assert any("local backend only" in note for note in result[1].notes)
+
+
+@pytest.mark.parametrize("status", [409, 422])
+def test_apply_refused_by_the_server_names_the_object_and_the_reason(platform: KubePlatform, fake: FakeKube, status: int) -> None:
+    fake.refuse[("patch", f"{DEP_PATH}/model-api")] = (status, "spec.template.spec.containers[0].image: Required value")
+    with pytest.raises(ManifestError, match=rf"Deployment 'model-api' \(HTTP {status}\).*Required value"):
+        platform.apply("infra/k8s/model-api.yaml")
+
+
+def test_apply_validates_strictly_before_calling_the_server(platform: KubePlatform, fake: FakeKube) -> None:
+    docs = load_manifest("infra/k8s/model-api.yaml")
+    docs[0]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["periodSecond"] = 1
+    calls = len(fake.calls)
+    with pytest.raises(ManifestError, match="periodSecond"):
+        platform.apply(docs)
+    assert len(fake.calls) == calls
+
+
+def test_delete_everything_is_idempotent(applied: KubePlatform, fake: FakeKube) -> None:
+    applied.delete()
+    assert f"{DEP_PATH}/model-api" not in fake.objects and f"{SVC_PATH}/model-api" not in fake.objects
+    applied.delete("deployment/model-api")  # already gone: not an error
+    applied.delete("infra/k8s/model-api.yaml")
+
+
+def test_unknown_kind_without_a_served_api_is_a_clear_error(platform: KubePlatform, fake: FakeKube) -> None:
+    fake.refuse["/apis/example.com/v1"] = (404, "not found")
+    with pytest.raises(ManifestError, match="example.com/v1"):
+        platform._path("example.com/v1", "Widget", "w")
+
+
+# ------------------------------------------------------------------ replicas and faults
+
+
+def test_replicas_read_ready_restarts_phase_and_version_from_pods(applied: KubePlatform, fake: FakeKube) -> None:
+    fake.put(f"{POD_PATH}/model-api-5d8f7-ccccc", pod("model-api-5d8f7-ccccc", ready=False, restarts=3, running=False,
+                                                       created="2025-01-01T00:00:05Z", version="v2"))
+    fake.put(f"{POD_PATH}/other", {**pod("other"), "metadata": {**pod("other")["metadata"], "labels": {"app": "x"}}})
+    reps = applied.replicas("model-api")
+    assert [r.name for r in reps] == ["model-api-5d8f7-aaaaa", "model-api-5d8f7-bbbbb", "model-api-5d8f7-ccccc"]
+    assert isinstance(reps[0], Replica) and reps[0].ready and reps[0].port == 8000 and reps[0].phase == "Running"
+    assert (reps[2].phase, reps[2].ready, reps[2].restarts, reps[2].version) == ("CrashLoopBackOff", False, 3, "v2")
+
+
+def test_missing_deployment_is_a_clear_error(platform: KubePlatform) -> None:
+    with pytest.raises(HadrError, match="no Deployment 'nope'.*Apply its manifest"):
+        platform.replicas("nope")
+
+
+def test_kill_sends_sigkill_to_the_child_of_pid_1_through_exec(applied: KubePlatform, fake: FakeKube) -> None:
+    name = applied.kill_replica("model-api")
+    assert name == "model-api-5d8f7-aaaaa"
+    pod_name, container, command = fake.exec_calls[-1]
+    assert (pod_name, container, command[:2], command[-1]) == (name, "model-api", ["python", "-c"], "9")
+    assert f"{POD_PATH}/{name}" in fake.objects  # a crash, not a deletion: restarts in place
+    assert platform_event(applied, "killed")["detail"].startswith("SIGKILL pid 7")
+
+
+def test_kill_falls_back_to_a_forced_delete_when_the_server_is_pid_1(applied: KubePlatform, fake: FakeKube) -> None:
+    fake.exec_result = (3, "", "")
+    name = applied.kill_replica("model-api")
+    assert f"{POD_PATH}/{name}" not in fake.objects
+    delete = [c for c in fake.calls if c[0] == "delete" and c[1].endswith(name)][-1]
+    assert delete[2] == {"gracePeriodSeconds": 0}
+    assert "PID 1" in platform_event(applied, "killed")["detail"]
+
+
+def test_kill_falls_back_when_exec_is_forbidden(applied: KubePlatform, fake: FakeKube) -> None:
+    fake.exec_result = api_error(403, 'pods "x" is forbidden: cannot create resource "pods/exec"')
+    name = applied.kill_replica("model-api")
+    assert f"{POD_PATH}/{name}" not in fake.objects
+    assert "403" in platform_event(applied, "killed")["detail"]
+
+
+def test_hang_and_resume_send_sigstop_and_sigcont(applied: KubePlatform, fake: FakeKube) -> None:
+    name = applied.hang_replica("model-api", "model-api-5d8f7-bbbbb")
+    assert fake.exec_calls[-1][2][-1] == "19"
+    assert applied.resume_replica("model-api") == name  # the hung one, without naming it
+    assert fake.exec_calls[-1][2][-1] == "18"
+    assert list(applied.events()["kind"])[-2:] == ["hung", "resumed"]
+
+
+def test_hang_refuses_when_the_signal_cannot_reach_the_server(applied: KubePlatform, fake: FakeKube) -> None:
+    fake.exec_result = (3, "", "")
+    with pytest.raises(HadrError, match="tini"):
+        applied.hang_replica("model-api")
+
+
+def test_verbs_pick_a_ready_pod_and_name_the_choices_when_asked_for_a_missing_one(applied: KubePlatform, fake: FakeKube) -> None:
+    fake.put(f"{POD_PATH}/model-api-5d8f7-aaaaa", pod("model-api-5d8f7-aaaaa", ready=False))
+    assert applied.kill_replica("model-api") == "model-api-5d8f7-bbbbb"
+    with pytest.raises(HadrError, match="model-api-5d8f7-aaaaa"):
+        applied.kill_replica("model-api", "model-api-zzz")
+
+
+def test_delete_replica_is_graceful_and_can_wait(applied: KubePlatform, fake: FakeKube) -> None:
+    name = applied.delete_replica("model-api", wait=True)
+    delete = [c for c in fake.calls if c[0] == "delete"][-1]
+    assert delete[1].endswith(name) and delete[2] == {}  # default grace period
+    assert f"{POD_PATH}/{name}" not in fake.objects
+
+
+# ------------------------------------------------------------------ scale and rollout
+
+
+def test_scale_patches_the_scale_subresource(applied: KubePlatform, fake: FakeKube) -> None:
+    applied.scale("model-api", 3)
+    call = [c for c in fake.calls if c[1].endswith("/scale")][-1]
+    assert call[3] == {"spec": {"replicas": 3}} and call[4] == "application/merge-patch+json"
+    assert fake.objects[f"{DEP_PATH}/model-api"]["spec"]["replicas"] == 3
+
+
+def test_rollout_to_a_version_patches_image_and_env(applied: KubePlatform, fake: FakeKube) -> None:
+    revision = applied.rollout("model-api", version="v2", env={"SHUTDOWN_DRAIN_S": 0})
+    container = fake.objects[f"{DEP_PATH}/model-api"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["image"] == "hadrlab/model-api:v2" and env["MODEL_VERSION"] == "v2" and env["SHUTDOWN_DRAIN_S"] == "0"
+    assert revision == 2
+
+
+def test_wait_for_rollout_follows_the_deployment_watch_until_done(applied: KubePlatform, fake: FakeKube) -> None:
+    path = f"{DEP_PATH}/model-api"
+    dep = fake.objects[path]
+    dep["status"] = {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 2, "availableReplicas": 2}
+    applied._rolling.add("model-api")
+
+    def progress() -> None:
+        time.sleep(0.1)
+        done = copy.deepcopy(dep)
+        done["status"] = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}
+        fake.put(path, done, event="MODIFIED")
+
+    threading.Thread(target=progress).start()
+    assert applied.wait_for_rollout("model-api", timeout_s=10) < 5
+    assert platform_event(applied, "rollout-finished")["object"] == "model-api"
+
+
+def test_wait_for_rollout_times_out_with_the_state_and_pods(applied: KubePlatform, fake: FakeKube) -> None:
+    fake.objects[f"{DEP_PATH}/model-api"]["status"] = {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                                                        "readyReplicas": 1, "availableReplicas": 1}
+    with pytest.raises(ServiceNotReady, match=r"2/2 updated, 1 ready.*model-api-5d8f7-aaaaa"):
+        applied.wait_for_rollout("model-api", timeout_s=0.5)
+
+
+# ------------------------------------------------------------------ service_url
+
+
+def test_service_url_uses_the_kind_host_port_of_the_nodeport_overlay(applied: KubePlatform, fake: FakeKube) -> None:
+    applied.apply("infra/k8s/kind/model-api-service.yaml")
+    overlay = fake.objects[f"{SVC_PATH}/model-api-nodeport"]
+    assert overlay["spec"]["ports"][0]["nodePort"] == 30080
+    assert applied.service_url("model-api") == "http://127.0.0.1:30080"
+
+
+def test_service_url_without_a_mapping_needs_kubectl_for_a_port_forward(applied: KubePlatform, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(HadrError, match="kubectl.*not on PATH"):
+        applied.service_url("model-api")
+
+
+def test_service_url_of_a_missing_service_says_apply_first(platform: KubePlatform) -> None:
+    with pytest.raises(HadrError, match="no Service 'nope'"):
+        platform.service_url("nope")
+
+
+def test_kind_host_ports_reads_the_cluster_config() -> None:
+    assert kind_host_ports()[30080] == 30080
+
+
+# ------------------------------------------------------------------ chaos mesh
+
+
+def test_network_faults_need_chaos_mesh_and_say_so(platform: KubePlatform) -> None:
+    assert platform.has_chaos_mesh() is False
+    with pytest.raises(HadrError, match="needs Chaos Mesh"):
+        platform.delay_region("region-a", 100)
+
+
+def test_network_delay_applies_a_networkchaos_on_the_region(fake: FakeKube) -> None:
+    fake.chaos_mesh = True
+    plat = KubePlatform(api=fake, namespace=NS, quiet=True, watch=False)
+    try:
+        plat.delay_region("region-a", 100)
+        chaos = fake.objects[f"/apis/chaos-mesh.org/v1alpha1/namespaces/{NS}/networkchaos/delay-region-a"]
+        assert chaos["spec"]["delay"]["latency"] == "100ms"
+        assert chaos["spec"]["selector"]["nodeSelectors"] == {"topology.kubernetes.io/region": "region-a"}
+        plat.partition_region("region-a")
+        assert plat.clear_faults() == 2
+    finally:
+        plat.close()
+
+
+# ------------------------------------------------------------------ events
+
+
+def test_pod_transitions_cover_start_ready_crash_and_deletion() -> None:
+    started = pod("p", ready=False)
+    assert pod_transitions(None, started) == [("started", "container running on node hadrlab-worker")]
+    state = {"ready": False, "running": True, "restarts": 0, "deleting": False}
+    assert pod_transitions(state, pod("p")) == [("ready", "Ready condition True")]
+    ready = {**state, "ready": True}
+    crashed = pod_transitions(ready, pod("p", ready=False, restarts=1, last_exit=137))
+    assert [k for k, _ in crashed] == ["exited", "restarted", "unready"]
+    assert "exit code 137" in crashed[1][1]
+    assert [k for k, _ in pod_transitions(ready, pod("p", deleting=True, ready=False))] == ["terminating", "unready"]
+    assert pod_transitions(ready, None, deleted=True) == [("unready", "pod deleted"), ("exited", "pod deleted")]
+
+
+def test_slice_transitions_follow_ready_endpoints() -> None:
+    def slice_(**ready):
+        return {"endpoints": [{"addresses": ["10.0.0.1"], "targetRef": {"name": n}, "conditions": {"ready": r}}
+                              for n, r in ready.items()]}
+    assert slice_transitions(None, slice_(a=True, b=False)) == [("endpoint-added", "a")]
+    assert slice_transitions(slice_(a=True, b=False), slice_(a=False, b=True)) == [
+        ("endpoint-added", "b"), ("endpoint-removed", "a")]
+    assert slice_transitions(slice_(a=True), None) == [("endpoint-removed", "a")]
+
+
+def test_watches_turn_pod_slice_and_kubelet_events_into_the_timeline(fake: FakeKube) -> None:
+    name = "model-api-5d8f7-aaaaa"
+    fake.put(f"{POD_PATH}/{name}", pod(name), event=None)  # exists before the platform: seeded, no event
+    plat = KubePlatform(api=fake, namespace=NS, quiet=True, watch=True)
+    try:
+        time.sleep(0.2)
+        before = time.time()
+        fake.put(f"{POD_PATH}/{name}", pod(name, ready=False, restarts=1, last_exit=137), event="MODIFIED")
+        fake.emit(SLICE_PATH, "ADDED", {"metadata": {"name": "model-api-x", "labels": {"kubernetes.io/service-name": "model-api"}},
+                                        "endpoints": [{"targetRef": {"name": name}, "conditions": {"ready": True}}]})
+        fake.emit(SLICE_PATH, "MODIFIED", {"metadata": {"name": "model-api-x", "labels": {"kubernetes.io/service-name": "model-api"}},
+                                           "endpoints": [{"targetRef": {"name": name}, "conditions": {"ready": False}}]})
+        fake.emit(EVENT_PATH, "ADDED", {"metadata": {"name": "ev1"}, "reason": "Killing", "involvedObject": {"name": name},
+                                        "message": "Container model-api failed liveness probe, will be restarted"})
+        fake.emit(POD_PATH, "DELETED", pod(name))
+        deadline = time.monotonic() + 5
+        wanted = {"exited", "restarted", "unready", "endpoint-added", "endpoint-removed", "liveness-failed"}
+        while time.monotonic() < deadline and not wanted <= set(plat.events()["kind"]):
+            time.sleep(0.05)
+        events = plat.events()
+        assert wanted <= set(events["kind"]), list(events["kind"])
+        assert list(events.columns) == ["t", "kind", "replica", "detail", "object"]
+        assert (events["t"] >= before).all() and events["t"].is_monotonic_increasing
+        row = events[events["kind"] == "restarted"].iloc[0]
+        assert (row["replica"], row["object"]) == (name, "model-api")
+        assert events[events["kind"] == "endpoint-removed"].iloc[0]["object"] == "model-api"
+        assert "started" not in set(events["kind"])
+    finally:
+        plat.close()
+    assert all(not t.is_alive() for t in plat._threads)
+
+
+def test_close_is_idempotent_and_refuses_later_applies(platform: KubePlatform) -> None:
+    platform.close()
+    platform.close()
+    with pytest.raises(HadrError, match="closed"):
+        platform.apply("infra/k8s/model-api.yaml")
+
+
+def test_resource_paths_of_namespaced_and_cluster_objects() -> None:
+    assert resource_path("apps/v1", "Deployment", "ns", "d") == "/apis/apps/v1/namespaces/ns/deployments/d"
+    assert resource_path("v1", "Namespace", None, "ns") == "/api/v1/namespaces/ns"
+    with pytest.raises(ManifestError, match="does not know"):
+        resource_path("example.com/v1", "Widget", "ns")
+
+
+def platform_event(platform: KubePlatform, kind: str) -> dict:
+    rows = platform.events()
+    return rows[rows["kind"] == kind].iloc[-1].to_dict()
+
+
+# ------------------------------------------------------------------ the real transport, no server
+
+
+def _kubeconfig(tmp_path, server: str = "https://127.0.0.1:1") -> str:
+    path = tmp_path / "kubeconfig"
+    path.write_text(f"""apiVersion: v1
+kind: Config
+clusters:
+- cluster: {{server: "{server}", insecure-skip-tls-verify: true}}
+  name: nowhere
+contexts:
+- context: {{cluster: nowhere, user: learner}}
+  name: kind-nowhere
+current-context: kind-nowhere
+users:
+- name: learner
+  user: {{token: not-a-secret}}
+""")
+    return str(path)
+
+
+def test_real_client_on_a_context_with_no_server_fails_fast_and_clearly(tmp_path) -> None:
+    started = time.monotonic()
+    with pytest.raises(HadrError) as info:
+        KubePlatform(kubeconfig=_kubeconfig(tmp_path), watch=False)
+    assert time.monotonic() - started < 20
+    assert "https://127.0.0.1:1" in str(info.value) and "'kind-nowhere'" in str(info.value)
+
+
+def test_real_client_names_the_contexts_when_the_asked_one_is_missing(tmp_path) -> None:
+    with pytest.raises(HadrError, match=r"no context 'kind-hadrlab'.*kind-nowhere"):
+        KubePlatform(kubeconfig=_kubeconfig(tmp_path), context="kind-hadrlab", watch=False)
+
+
+def test_get_platform_kube_without_any_kubeconfig_says_how_to_make_one(tmp_path, monkeypatch) -> None:
+    from hadrlab.platform import get_platform
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("HADRLAB_KUBE_CONTEXT", raising=False)
+    with pytest.raises(HadrError, match="python -m hadrlab.kind up"):
+        get_platform("kube")
