@@ -62,7 +62,7 @@ def _render(results: dict) -> str:
     for name, r in sorted(results.items()):
         target = "" if r["target"] is None else f"{r['op']} {r['target']:g}"
         met = {True: "yes", False: "**no**", None: ""}[r["met"]]
-        value = f"{r['value']:.4g} {r['unit']}".strip()
+        value = "n/a" if r["value"] is None else f"{r['value']:.4g} {r['unit']}".strip()
         lines.append(f"| `{name}` | {value} | {target} | {met} | {r['measured_at']} | {r['note']} |")
     return "\n".join(lines) + "\n"
 
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             results[fig.name] = entry
             target = "" if fig.target is None else f" (target {fig.op} {fig.target:g})"
             verdict = {True: "met", False: "NOT MET", None: ""}[fig.met]
-            print(f"   {fig.name} = {fig.value:.4g} {fig.unit}{target} {verdict}".rstrip())
+            value = "n/a" if fig.value is None else f"{fig.value:.4g} {fig.unit}".strip()
+            print(f"   {fig.name} = {value}{target} {verdict}".rstrip())
             if fig.met is False:
                 missed.append(fig.name)
         print(f"   ({time.monotonic() - started:.0f} s)")
