@@ -189,6 +189,10 @@ class Platform(abc.ABC):
         self.close()
 
 
+# Options that only the local backend understands; a lab may pass them whatever the backend.
+_LOCAL_ONLY_OPTIONS = {"restart_backoff_s", "restart_backoff_max_s", "endpoint_lag_s"}
+
+
 def get_platform(backend: str | None = None, **options: Any) -> Platform:
     """Return a platform backend: ``local`` (default) or ``kube``.
 
@@ -208,6 +212,14 @@ def get_platform(backend: str | None = None, **options: Any) -> Platform:
     if name == "kube":
         from hadrlab.platform.kube import KubePlatform
 
+        ignored = sorted(set(options) & _LOCAL_ONLY_OPTIONS)
+        for key in ignored:
+            options.pop(key)
+        if ignored:
+            print(
+                f"Note: {', '.join(ignored)} only tune the local backend; on a cluster the "
+                f"kubelet's own restart back-off (10 s, doubling) and endpoint propagation apply."
+            )
         return KubePlatform(**options)
     raise HadrError(
         f"Unknown platform backend {name!r} (from "

@@ -67,3 +67,9 @@ def test_every_exported_name_resolves():
 
     for name in hadrlab.__all__:
         assert getattr(hadrlab, name) is not None, name
+
+
+def test_readme_documents_the_local_backend_subset_as_the_code_does():
+    from hadrlab.platform.manifests import SUPPORTED_FIELDS_DOC
+
+    assert SUPPORTED_FIELDS_DOC.strip() in (ROOT / "README.md").read_text()
