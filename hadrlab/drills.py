@@ -1,0 +1,735 @@
+"""DR drills of Lab 02: one fault on the feature store, under load, seen from every side.
+
+A drill runs for ``duration_s`` seconds and records, on one wall-clock time axis:
+
+- locust's load against the scoring API's ``POST /score`` (the request timeline);
+- a *read probe*: a thread that scores real transactions every few ms and keeps, for each
+  answer, the region that served the features (``features_region``), whether it met the
+  latency budget, and the sequence number of the features it saw;
+- the feature writer's log (every write, acknowledged or not, and the region it landed in);
+- Sentinel's events, the sidecar's decisions, the alerts the receiver got;
+- optionally the replication lag, in bytes and in milliseconds, sampled a few times a second.
+
+From these, :class:`DrillResult` derives the DR numbers of the drill: read RTO, write RTO,
+stale reads on the secondary, alerts. Example::
+
+    drill = run_drill("kill", fs=fs, api=api, sidecar=sidecar, receiver=receiver,
+                      fault=fs.kill_primary, duration_s=9, fault_at_s=2)
+    drill.read_rto_s, drill.write_rto_s, drill.stale_read_pct
+    hadrlab.plot_timeline(drill.reads, fault_t=drill.fault_t, events=drill.events)
+
+Also :func:`write_policy_class`, which hands a read-failover policy class written in a
+notebook cell to the sidecar process.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import html
+import inspect
+import json
+import linecache
+import secrets
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "DrillResult",
+    "run_drill",
+    "mark_stale_reads",
+    "sample_lag",
+    "write_policy_class",
+    "sidecar_decisions",
+    "fail_back",
+    "summary_table",
+    "plot_lag",
+    "plot_reads",
+    "plot_dr_summary",
+]
+
+READ_COLUMNS = ["t_start", "t_end", "latency_ms", "ok", "status", "error", "replica",
+                "card_id", "seq", "within_budget", "feature_age_s"]
+# Sentinel events worth a line on a timeline; the others are steps of the same failover.
+KEY_EVENTS = ("+sdown", "+odown", "+switch-master", "+convert-to-slave", "-sdown")
+FAULT_KINDS = ("kill", "partition", "heal", "restart", "converted", "failback")
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass(repr=False)
+class DrillResult:
+    """Everything one drill recorded, and the DR numbers derived from it."""
+
+    name: str
+    started_at: float
+    ended_at: float
+    fault_t: float | None
+    restore_t: float | None
+    old_primary: str
+    new_primary: str
+    reads: Any  # DataFrame READ_COLUMNS (+ stale, staleness_s); "replica" is the features region
+    writes: Any  # the writer's log: t, seq, card_id, ok, region, latency_ms, error (+ t_ack)
+    events: Any  # DataFrame t, kind, detail, source: faults, Sentinel, sidecar decisions
+    decisions: list  # the sidecar's read switches during the drill
+    alerts: Any  # DataFrame t, status, alertname, region, summary
+    lag: Any = None  # DataFrame t, lag_bytes, lag_ms (sample_lag=True)
+    load: Any = field(default=None)  # the locust LoadResult
+
+    # -- reads ----------------------------------------------------------------------
+
+    @property
+    def read_rto_s(self) -> float | None:
+        """Fault until the first read served from the other region within the latency budget.
+
+        None without a fault, or when reads never moved (they did not need to, or never did).
+        """
+        if self.fault_t is None or not len(self.reads):
+            return None
+        r = self.reads
+        moved = r[(r["t_start"] >= self.fault_t) & r["ok"] & (r["replica"] != self.old_primary)
+                  & r["within_budget"]]
+        return None if moved.empty else float(moved["t_end"].min() - self.fault_t)
+
+    @property
+    def reads_on_secondary(self) -> int:
+        return int((self.reads["replica"] == "b").sum()) if len(self.reads) else 0
+
+    @property
+    def stale_read_pct(self) -> float | None:
+        """Share of the successful reads that missed an acknowledged write, in %."""
+        served = self.reads[self.reads["ok"]] if len(self.reads) else self.reads
+        if not len(served):
+            return None
+        return round(100.0 * float(served["stale"].mean()), 2)
+
+    @property
+    def stale_regions(self) -> str:
+        """The regions that served the stale reads, e.g. "a" (empty when none was stale)."""
+        if not len(self.reads):
+            return ""
+        return ",".join(sorted(set(self.reads.loc[self.reads["stale"], "replica"])))
+
+    @property
+    def staleness_max_s(self) -> float | None:
+        """At the worst stale read: how long the first write it missed had been acknowledged."""
+        stale = self.reads[self.reads["stale"]] if len(self.reads) else self.reads
+        return round(float(stale["staleness_s"].max()), 3) if len(stale) else None
+
+    @property
+    def failed_reads(self) -> int:
+        return int((~self.reads["ok"]).sum()) if len(self.reads) else 0
+
+    # -- writes ---------------------------------------------------------------------
+
+    @property
+    def write_rto_s(self) -> float | None:
+        """Fault until the first write acknowledged by a primary in the other region."""
+        if self.fault_t is None or self.new_primary == self.old_primary or not len(self.writes):
+            return None
+        w = self.writes
+        acked = w[(w["t"] >= self.fault_t - 1.0) & (w["ok"] == 1) & (w["region"] == self.new_primary)
+                  & (w["t_ack"] >= self.fault_t)]
+        return None if acked.empty else float(acked["t_ack"].min() - self.fault_t)
+
+    @property
+    def failed_writes(self) -> int:
+        return int((self.writes["ok"] == 0).sum()) if len(self.writes) else 0
+
+    # -- views ----------------------------------------------------------------------
+
+    def signals(self):
+        """Sentinel's and the sidecar's events only (no fault marks): for ``plot_timeline(events=)``."""
+        e = self.events
+        return e[(e["source"] != "drill") & ~e["kind"].isin(FAULT_KINDS)].reset_index(drop=True)
+
+    def switches(self) -> int:
+        """How many times the sidecar moved reads during the drill."""
+        return len(self.decisions)
+
+    def alerts_after_fault(self):
+        """The alerts, with the seconds from the fault (or the drill start) to their arrival."""
+        table = self.alerts.copy()
+        origin = self.fault_t if self.fault_t is not None else self.started_at
+        table.insert(0, "after_s", (table["t"] - origin).round(2))
+        return table.drop(columns=["t"]).reset_index(drop=True)
+
+    def as_row(self) -> dict:
+        def r(v: float | None, n: int = 2) -> float | None:
+            return None if v is None else round(v, n)
+
+        lag_ms = None
+        if self.lag is not None and len(self.lag):
+            lag_ms = r(float(self.lag["lag_ms"].quantile(0.99)), 1)
+        return {
+            "drill": self.name,
+            "read_rto_s": r(self.read_rto_s),
+            "write_rto_s": r(self.write_rto_s),
+            "read_switches": self.switches(),
+            "failed_reads": self.failed_reads,
+            "failed_writes": self.failed_writes,
+            "reads_on_b": self.reads_on_secondary,
+            "stale_reads_pct": self.stale_read_pct,
+            "stale_from": self.stale_regions or None,
+            "staleness_max_s": self.staleness_max_s,
+            "alerts": len(self.alerts),
+            "primary": f"{self.old_primary}->{self.new_primary}" if self.new_primary != self.old_primary
+            else self.old_primary,
+        }
+
+    def __repr__(self) -> str:
+        row = self.as_row()
+        text = ", ".join(f"{k}={v}" for k, v in row.items() if k != "drill" and v is not None)
+        return f"DrillResult({self.name!r}: {text})"
+
+    def _repr_html_(self) -> str:
+        row = self.as_row()
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in row)
+        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values())
+        return f"<table><tr>{head}</tr><tr>{cells}</tr></table>"
+
+
+# --------------------------------------------------------------------------- stale reads
+
+
+def mark_stale_reads(reads: Any, writes: Any) -> Any:
+    """Add ``stale`` and ``staleness_s`` to a read timeline, from the writer's log.
+
+    A read of card C is *stale* when it returned features with sequence number ``s`` while
+    a newer write of C (sequence > ``s``) had already been acknowledged to the writer when
+    the read started. ``staleness_s`` is how long that first missed write had been
+    acknowledged: how far behind the truth the reader was.
+
+    Args:
+        reads: DataFrame with t_start, card_id, seq (the features' sequence number, NaN if
+            none), ok.
+        writes: the writer's log with t, seq, card_id, ok, latency_ms.
+
+    Returns:
+        A copy of ``reads`` with the two columns (False / 0.0 where not stale).
+    """
+    import numpy as np
+    import pandas as pd
+
+    out = reads.copy()
+    out["stale"] = False
+    out["staleness_s"] = 0.0
+    if not len(out) or not len(writes):
+        return out
+    acked = writes[writes["ok"] == 1][["card_id", "seq", "t", "latency_ms"]].copy()
+    acked["t_ack"] = acked["t"] + acked["latency_ms"].astype(float) / 1000
+    acked = acked.sort_values("seq")
+    seen = out[out["ok"] & out["seq"].notna()][["card_id", "seq", "t_start"]].copy()
+    seen["next_seq"] = seen["seq"].astype(float) + 1
+    seen = seen.reset_index().sort_values("next_seq")
+    acked["next_seq"] = acked["seq"].astype(float)
+    # For each read, the first acknowledged write of the same card newer than what it saw.
+    first_missed = pd.merge_asof(seen, acked[["card_id", "next_seq", "t_ack"]], on="next_seq",
+                                 by="card_id", direction="forward")
+    missed = first_missed["t_ack"].notna() & (first_missed["t_ack"] <= first_missed["t_start"])
+    idx = first_missed.loc[missed, "index"].to_numpy()
+    out.loc[idx, "stale"] = True
+    out.loc[idx, "staleness_s"] = np.round((first_missed.loc[missed, "t_start"]
+                                            - first_missed.loc[missed, "t_ack"]).to_numpy(), 4)
+    return out
+
+
+# --------------------------------------------------------------------------- samplers
+
+
+class _ReadProbe(threading.Thread):
+    """Scores transactions one after the other, every ``interval_s``, and logs each answer."""
+
+    def __init__(self, url: str, transactions: list[dict], interval_s: float) -> None:
+        super().__init__(name="read-probe", daemon=True)
+        self.url = url.rstrip("/") + "/score"
+        self.transactions = transactions
+        self.interval_s = interval_s
+        self.rows: list[dict] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=2.0) as http:
+            i = 0
+            while not self.stop_event.is_set():
+                txn = self.transactions[i % len(self.transactions)]
+                i += 1
+                body = {k: txn[k] for k in ("card_id", "amount", "merchant_category")}
+                start = time.time()
+                row = {"t_start": start, "card_id": body["card_id"], "ok": False, "status": 0, "error": "",
+                       "replica": "", "seq": float("nan"), "within_budget": False, "feature_age_s": None}
+                try:
+                    answer = http.post(self.url, json=body)
+                    row["status"] = answer.status_code
+                    data = answer.json()
+                    row["ok"] = answer.status_code == 200
+                    if row["ok"]:
+                        features = data.get("features")
+                        row["replica"] = data.get("features_region", "")
+                        row["within_budget"] = bool(data.get("within_budget"))
+                        row["feature_age_s"] = data.get("feature_age_s")
+                        if isinstance(features, dict) and "seq" in features:
+                            row["seq"] = float(features["seq"])
+                    else:
+                        row["error"] = f"HTTP {answer.status_code}"
+                except Exception as exc:  # a failed read is data, not a crash of the drill
+                    row["error"] = type(exc).__name__
+                end = time.time()
+                row["t_end"], row["latency_ms"] = end, (end - start) * 1000
+                self.rows.append(row)
+                self.stop_event.wait(max(0.0, self.interval_s - (end - start)))
+
+
+class _LagSampler(threading.Thread):
+    """Samples the replication lag: bytes behind (offsets) and ms until a write shows on B."""
+
+    def __init__(self, fs: Any, interval_s: float) -> None:
+        super().__init__(name="lag-sampler", daemon=True)
+        self.fs, self.interval_s = fs, interval_s
+        self.rows: list[dict] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        primary, replica = self.fs.primary_region(), self.fs.replica_region()
+        writer = primary.redis.client(socket_timeout=1.0)
+        reader = replica.redis.client(socket_timeout=1.0)
+        key = f"lagprobe:{secrets.token_hex(3)}"
+        try:
+            while not self.stop_event.is_set():
+                with contextlib.suppress(Exception):
+                    self.rows.append(sample_lag(writer, reader, key))
+                self.stop_event.wait(self.interval_s)
+        finally:
+            writer.close()
+            reader.close()
+
+
+def sample_lag(primary: Any, replica: Any, key: str = "lagprobe", timeout_s: float = 1.0) -> dict:
+    """One replication-lag sample: bytes behind, then ms until a fresh write shows on the replica.
+
+    Args:
+        primary, replica: redis-py clients of the two servers (direct, not through Sentinel).
+        key: the key the probe writes.
+        timeout_s: give up waiting for the replica after this long (lag_ms is then NaN).
+
+    Returns:
+        ``{"t", "lag_bytes", "lag_ms"}``.
+    """
+    t = time.time()
+    p_off = int(primary.info("replication").get("master_repl_offset", 0))
+    r_off = int(replica.info("replication").get("slave_repl_offset", 0))
+    stamp = repr(time.time())
+    primary.set(key, stamp)
+    acked = time.perf_counter()
+    lag_ms = float("nan")
+    while time.perf_counter() - acked < timeout_s:
+        if replica.get(key) == stamp:
+            lag_ms = (time.perf_counter() - acked) * 1000
+            break
+        time.sleep(0.0005)
+    return {"t": t, "lag_bytes": max(0, p_off - r_off), "lag_ms": lag_ms}
+
+
+# --------------------------------------------------------------------------- sidecar
+
+
+def _get_json(url: str, timeout_s: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def sidecar_decisions(sidecar: Any, since: float = 0.0) -> list[dict]:
+    """The sidecar's read switches after ``since``: ``[{"t", "from", "to", "reason"}]``."""
+    base = sidecar if isinstance(sidecar, str) else sidecar.url
+    return [d for d in _get_json(f"{base.rstrip('/')}/state").get("decisions", []) if d["t"] >= since]
+
+
+def write_policy_class(cls: type, *, module: str = "learner_policy") -> str:
+    """Hand a policy class written in a notebook cell to the sidecar process.
+
+    The sidecar is another process: it imports the class from a module. This finds the
+    class's source (in a notebook, from the cell that defined it) and saves it with
+    :func:`hadrlab.sidecar.write_policy_module`. The class must be self-contained: import
+    what it needs inside the class's module source, not elsewhere in the notebook.
+
+    Args:
+        cls: the class, e.g. ``ReadFailoverPolicy``.
+        module: the module name to write.
+
+    Returns:
+        The ``"module:ClassName"`` spec for ``start_sidecar(policy=...)``.
+
+    Raises:
+        ValueError: the class's source cannot be found (define it in a cell of its own).
+    """
+    from hadrlab.sidecar import write_policy_module
+
+    source = None
+    with contextlib.suppress(OSError, TypeError):
+        source = inspect.getsource(cls)
+    if source is None:
+        # In a notebook, the class's module has no file; its methods' code still names the
+        # cell, whose text IPython keeps in linecache.
+        for member in vars(cls).values():
+            code = getattr(member, "__code__", None)
+            if code is None:
+                continue
+            text = "".join(linecache.getlines(code.co_filename))
+            with contextlib.suppress(SyntaxError):
+                for node in ast.walk(ast.parse(text)):
+                    if isinstance(node, ast.ClassDef) and node.name == cls.__name__:
+                        source = ast.get_source_segment(text, node)
+            if source:
+                break
+    if not source:
+        raise ValueError(
+            f"The source of class {cls.__name__} cannot be found. Define it in a notebook cell of its "
+            f"own (with at least one method), run that cell, then call write_policy_class again."
+        )
+    return write_policy_module(source, module=module, class_name=cls.__name__)
+
+
+# --------------------------------------------------------------------------- the drill
+
+
+def _records(transactions: Any) -> list[dict]:
+    return transactions.to_dict("records") if hasattr(transactions, "to_dict") else list(transactions)
+
+
+def run_drill(
+    name: str,
+    *,
+    fs: Any,
+    api: Any,
+    sidecar: Any = None,
+    receiver: Any = None,
+    fault: Callable[[], Any] | None = None,
+    restore: Callable[[], Any] | None = None,
+    duration_s: float = 9,
+    fault_at_s: float = 2,
+    restore_at_s: float | None = None,
+    transactions: Any = None,
+    users: int = 2,
+    wait_ms: float = 20,
+    probe_interval_ms: float = 20,
+    sample_lag_ms: float | None = None,
+    writer: str = "feature-writer",
+) -> DrillResult:
+    """Run load against the scoring API, inject ``fault`` at ``fault_at_s``, record everything.
+
+    Args:
+        name: the drill's name, in tables and plots.
+        fs: the running FeatureStore.
+        api: the scoring API's Child (``start_fraud_api``).
+        sidecar, receiver: the sidecar's and the alert receiver's Child, if running.
+        fault: a zero-argument callable that injects the fault (e.g. ``fs.kill_primary``);
+            None for a steady-state run.
+        restore: a zero-argument callable run at ``restore_at_s`` (e.g. ``fs.heal``).
+        duration_s: how long the load runs (whole seconds).
+        fault_at_s, restore_at_s: seconds after the load started.
+        transactions: real transactions (DataFrame or dicts with card_id, amount,
+            merchant_category) the probe scores in turn; locust sends the first one.
+        users, wait_ms: locust's users and their pause between requests.
+        probe_interval_ms: the read probe's period.
+        sample_lag_ms: sample the replication lag this often (None: do not).
+        writer: the feature writer's name (for its log).
+
+    Returns:
+        A :class:`DrillResult`.
+    """
+    import pandas as pd
+
+    from hadrlab.fraud import generate_transactions, writer_timeline
+    from hadrlab.load import start_load
+    from hadrlab.sidecar import fetch_alerts
+
+    txns = _records(transactions if transactions is not None else generate_transactions(200, seed=7, n_cards=20))
+    body = {k: txns[0][k] for k in ("card_id", "amount", "merchant_category")}
+    old = fs.current_primary()
+    run = start_load(api.url, users=users, wait_ms=wait_ms, duration_s=duration_s, path="/score",
+                     body=body, timeout_s=2.0, name=f"load-{name}")
+    started = run.started_at or time.time()
+    probe = _ReadProbe(api.url, txns, probe_interval_ms / 1000)
+    probe.start()
+    lag = _LagSampler(fs, sample_lag_ms / 1000) if sample_lag_ms else None
+    if lag is not None:
+        lag.start()
+    fault_t = restore_t = None
+    try:
+        if fault is not None:
+            time.sleep(max(0.0, started + fault_at_s - time.time()))
+            fault_t = time.time()
+            fault()
+        if restore is not None and restore_at_s is not None:
+            time.sleep(max(0.0, started + restore_at_s - time.time()))
+            restore_t = time.time()
+            restore()
+        load = run.wait(progress=False)
+    finally:
+        probe.stop_event.set()
+        if lag is not None:
+            lag.stop_event.set()
+        if not run.done():
+            run.stop()
+        probe.join(timeout=5)
+        if lag is not None:
+            lag.join(timeout=5)
+    ended = time.time()
+    new = old
+    with contextlib.suppress(Exception):
+        new = fs.current_primary()
+
+    writes = writer_timeline(writer)
+    if len(writes):
+        writes = writes[(writes["t"] >= started - 1) & (writes["t"] <= ended)].copy()
+        writes["t_ack"] = writes["t"] + writes["latency_ms"].astype(float) / 1000
+    reads = pd.DataFrame(probe.rows, columns=READ_COLUMNS)
+    reads["ok"] = reads["ok"].astype(bool)
+    reads["within_budget"] = reads["within_budget"].astype(bool)
+    reads = mark_stale_reads(reads, writes)
+
+    events = fs.events(since=started)
+    events = events[events["kind"].isin(KEY_EVENTS + FAULT_KINDS)]
+    decisions = sidecar_decisions(sidecar, since=started) if sidecar is not None else []
+    rows = [{"t": d["t"], "kind": f"reads->{d['to']}", "detail": d["reason"], "source": "sidecar"}
+            for d in decisions]
+    if fault_t is not None and not (events["t"].sub(fault_t).abs() < 0.05).any():
+        rows.append({"t": fault_t, "kind": name, "detail": "fault injected", "source": "drill"})
+    if restore_t is not None and not (events["t"].sub(restore_t).abs() < 0.05).any():
+        rows.append({"t": restore_t, "kind": "restore", "detail": "fault removed", "source": "drill"})
+    if rows:
+        extra = pd.DataFrame(rows, columns=events.columns)
+        # (concatenating an empty frame is deprecated in pandas: keep whichever has rows)
+        events = pd.concat([events, extra], ignore_index=True) if len(events) else extra
+    events = events.sort_values("t", ignore_index=True)
+    # Only the first of each kind: a flapping signal would otherwise bury the timeline.
+    events = events.drop_duplicates(subset=["kind"], keep="first").reset_index(drop=True)
+
+    alerts = pd.DataFrame(columns=["t", "status", "alertname", "region", "summary"])
+    if receiver is not None:
+        # Alerts are sent from a queue in the sidecar: give the last one a moment to arrive.
+        time.sleep(0.3)
+        frame = fetch_alerts(receiver, as_frame=True)
+        alerts = frame[(frame["t"] >= started) & (frame["t"] <= time.time())][list(alerts.columns)]
+    return DrillResult(
+        name=name, started_at=started, ended_at=ended, fault_t=fault_t, restore_t=restore_t,
+        old_primary=old, new_primary=new, reads=reads, writes=writes, events=events,
+        decisions=decisions, alerts=alerts.reset_index(drop=True),
+        lag=pd.DataFrame(lag.rows, columns=["t", "lag_bytes", "lag_ms"]) if lag is not None else None,
+        load=load,
+    )
+
+
+# --------------------------------------------------------------------------- fail back
+
+
+def _linked_replica(region: Any) -> bool:
+    with contextlib.suppress(Exception), contextlib.closing(region.redis.client(socket_timeout=1.0)) as client:
+        info = client.info("replication")
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+    return False
+
+
+def fail_back(fs: Any, region: str = "a", *, timeout_s: float = 40.0) -> float:
+    """Make ``region`` the primary again with a planned failover; return the seconds it took.
+
+    Waits until ``region`` is a replica in sync with the primary, asks the witness Sentinel
+    for ``SENTINEL FAILOVER`` (a switchover that loses no acknowledged write: the old
+    primary stops taking writes before the replica is promoted), then waits until the
+    other region is a linked replica again.
+
+    Raises:
+        ServiceNotReady: a step did not happen within ``timeout_s``.
+    """
+    from hadrlab.processes import wait_until
+
+    started = time.monotonic()
+    target = fs.region(region)
+    other = fs.region("b" if target.name == "a" else "a")
+    left = lambda: max(1.0, timeout_s - (time.monotonic() - started))  # noqa: E731
+    if fs.current_primary() != target.name:
+        wait_until(lambda: _linked_replica(target), timeout_s=left(), interval_s=0.1,
+                   describe=f"region {target.name} linked as a replica")
+        witness = next(s for s in fs.sentinels if s.site == "witness")
+
+        def ask() -> bool:
+            # Refused while the Sentinels still consider the replica unfit (-NOGOODSLAVE):
+            # their view of it refreshes about once a second.
+            with contextlib.suppress(Exception), contextlib.closing(witness.client()) as client:
+                client.execute_command("SENTINEL", "FAILOVER", fs.master_name)
+                return True
+            return False
+
+        wait_until(ask, timeout_s=left(), interval_s=0.5, describe="SENTINEL FAILOVER accepted")
+        fs._record("failback", f"SENTINEL FAILOVER towards region {target.name}")
+        wait_until(lambda: fs.current_primary() == target.name, timeout_s=left(), interval_s=0.1,
+                   describe=f"the Sentinels naming region {target.name} primary")
+    wait_until(lambda: _linked_replica(other), timeout_s=left(), interval_s=0.1,
+               describe=f"region {other.name} linked as a replica")
+    return time.monotonic() - started
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def summary_table(drills: list, rpo: list):
+    """One table, one row per fault: read and write RTO, writes lost, stale reads, alerts.
+
+    Args:
+        drills: :class:`DrillResult` of the fault drills (under load, with the sidecar).
+        rpo: :class:`~hadrlab.featurestore.RpoResult` of the RPO trials (a kill while the
+            replica lags, one row per replication mode).
+
+    Returns:
+        A DataFrame indexed by fault. "—" where a drill does not measure a column.
+    """
+    import pandas as pd
+
+    rows = []
+    for d in drills:
+        origin = d.fault_t if d.fault_t is not None else d.started_at
+        firing = d.alerts[d.alerts["status"] == "firing"] if len(d.alerts) else d.alerts
+        alerts = "; ".join(f"{a.alertname} {a.region} +{a.t - origin:.1f} s" for a in firing.itertuples())
+        rows.append({"fault": d.name, "read_rto_s": d.read_rto_s, "write_rto_s": d.write_rto_s,
+                     "acked_writes_lost": "—", "stale_reads_pct": d.stale_read_pct,
+                     "staleness_max_s": d.staleness_max_s, "alerts (firing, after fault)": alerts or "none"})
+    for r in rpo:
+        rows.append({"fault": f"kill, lag {r.lag_fault.removeprefix('latency ')}, {r.mode}", "read_rto_s": "—",
+                     "write_rto_s": None if r.failover_s is None else round(r.failover_s, 2),
+                     "acked_writes_lost": f"{r.lost_acknowledged} of {r.acknowledged}",
+                     "stale_reads_pct": "—", "staleness_max_s": "—", "alerts (firing, after fault)": "—"})
+    def cell(v: Any) -> Any:
+        if isinstance(v, str):
+            return v
+        return "—" if v is None or v != v else round(float(v), 2)  # v != v: NaN
+
+    table = pd.DataFrame(rows, dtype=object).set_index("fault")
+    for column in ("read_rto_s", "write_rto_s", "stale_reads_pct", "staleness_max_s"):
+        table[column] = [cell(v) for v in table[column]]
+    return table
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def plot_lag(lag: Any, *, one_way_ms: float | None = None, title: str = "Replication lag, region A to region B"):
+    """Two panels over time: bytes the replica is behind, and ms until a write shows on it.
+
+    Args:
+        lag: the DataFrame of :attr:`DrillResult.lag` (t, lag_bytes, lag_ms).
+        one_way_ms: the one-way latency between the regions, drawn for reference.
+        title: the figure's title.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, (ax_b, ax_ms) = plt.subplots(1, 2, figsize=(11, 3.2))
+    x = lag["t"] - lag["t"].min()
+    ax_b.plot(x, lag["lag_bytes"], marker=".", color="#1f77b4")
+    ax_b.set_ylabel("replica behind (bytes)")
+    ax_ms.plot(x, lag["lag_ms"], marker=".", color="#ff7f0e")
+    ax_ms.set_ylabel("write visible on B after (ms)")
+    if one_way_ms:
+        ax_ms.axhline(one_way_ms, color="#555555", linestyle=":", label=f"one-way latency {one_way_ms:g} ms")
+        ax_ms.legend(fontsize=8, loc="upper right")
+    for ax in (ax_b, ax_ms):
+        ax.set_xlabel("time since start (s)")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def plot_dr_summary(drills: list, rpo: list, *, title: str = "Feature-store DR, measured"):
+    """Read and write RTO per fault (bars), and acknowledged writes lost, async vs WAIT."""
+    import math
+
+    import matplotlib.pyplot as plt
+
+    fig, (ax_rto, ax_rpo) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.6, 1]})
+    names = [d.name for d in drills]
+    for offset, label, color, values in (
+        (-0.2, "read RTO", "#1f77b4", [d.read_rto_s for d in drills]),
+        (0.2, "write RTO", "#ff7f0e", [d.write_rto_s for d in drills]),
+    ):
+        heights = [0.0 if v is None or math.isnan(v) else v for v in values]
+        bars = ax_rto.bar([i + offset for i in range(len(names))], heights, width=0.4, color=color, label=label)
+        for bar, v in zip(bars, values):
+            text = "none" if v is None else f"{v:.2f} s"
+            ax_rto.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 2),
+                            textcoords="offset points", ha="center", fontsize=8)
+    ax_rto.set_xticks(range(len(names)))
+    ax_rto.set_xticklabels(names)
+    ax_rto.set_ylabel("seconds from the fault")
+    ax_rto.set_title("recovery time (none: not needed / did not move)", fontsize=10)
+    ax_rto.legend(fontsize=8, loc="upper left")
+    ax_rto.set_ylim(0, max([1.0] + [d.write_rto_s or 0 for d in drills] + [d.read_rto_s or 0 for d in drills]) * 1.25)
+    labels = [f"{r.mode}\n({r.acknowledged} acked)" for r in rpo]
+    lost = [r.lost_acknowledged for r in rpo]
+    bars = ax_rpo.bar(range(len(rpo)), lost, color=["#d62728" if n else "#2ca02c" for n in lost])
+    for bar, r in zip(bars, rpo):
+        ax_rpo.annotate(f"{r.lost_acknowledged} lost\n(lag {r.lag_bytes_at_kill or 0:,} B)",
+                        (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 2),
+                        textcoords="offset points", ha="center", fontsize=8)
+    ax_rpo.set_xticks(range(len(rpo)))
+    ax_rpo.set_xticklabels(labels)
+    ax_rpo.set_ylabel("acknowledged writes lost")
+    ax_rpo.set_ylim(0, max([1] + lost) * 1.35)
+    ax_rpo.set_title("RPO when the primary dies", fontsize=10)
+    for ax in (ax_rto, ax_rpo):
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def plot_reads(drill: Any, *, title: str | None = None):
+    """Every read of a drill as a dot: when, how long, which region served it, stale or failed.
+
+    Faults are dashed red lines (the restore dashed green); Sentinel's and the sidecar's
+    events dotted grey, labelled at the top.
+    """
+    import matplotlib.pyplot as plt
+
+    r, t0 = drill.reads, drill.started_at
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    fresh = r["ok"] & ~r["stale"]
+    for region, color in (("a", "#1f77b4"), ("b", "#ff7f0e")):
+        sel = r[fresh & (r["replica"] == region)]
+        ax.scatter(sel["t_start"] - t0, sel["latency_ms"], s=9, color=color, label=f"served by region {region}")
+    stale = r[r["ok"] & r["stale"]]
+    ax.scatter(stale["t_start"] - t0, stale["latency_ms"], s=22, facecolors="none", edgecolors="#9467bd",
+               label="stale: missed an acknowledged write")
+    failed = r[~r["ok"]]
+    ax.scatter(failed["t_start"] - t0, failed["latency_ms"], s=30, marker="x", color="#d62728", label="failed")
+    ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    for _, event in drill.signals().iterrows():
+        x = event["t"] - t0
+        ax.axvline(x, color="#7f7f7f", linestyle=":", linewidth=1)
+        ax.annotate(event["kind"], xy=(x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+                    textcoords="offset points", rotation=90, va="top", fontsize=7, color="#444444")
+    if drill.fault_t is not None:
+        ax.axvline(drill.fault_t - t0, color="#d62728", linestyle="--", linewidth=1.6, label=f"fault: {drill.name}")
+    if drill.restore_t is not None:
+        ax.axvline(drill.restore_t - t0, color="#2ca02c", linestyle="--", linewidth=1.6, label="fault removed")
+    ax.set_xlabel("time since load start (s)")
+    ax.set_ylabel("POST /score latency (ms, log)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.set_title(title or f"Reads during the {drill.name} drill, by the region that served the features")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -1,0 +1,110 @@
+"""Lab 02's drills: stale-read accounting, notebook policies for the sidecar, and one real kill drill."""
+
+from __future__ import annotations
+
+import linecache
+
+import pandas as pd
+import pytest
+
+from hadrlab.drills import mark_stale_reads, run_drill, summary_table, write_policy_class
+from hadrlab.sidecar import Check, load_policy
+
+
+def _writes(rows):
+    return pd.DataFrame(rows, columns=["t", "seq", "card_id", "ok", "region", "latency_ms", "error"])
+
+
+def _reads(rows):
+    frame = pd.DataFrame(rows, columns=["t_start", "card_id", "seq", "ok"])
+    frame["ok"] = frame["ok"].astype(bool)
+    return frame
+
+
+def test_a_read_is_stale_only_if_a_newer_write_of_its_card_was_acknowledged_before_it():
+    writes = _writes([
+        (10.0, 1, "c1", 1, "a", 10.0, ""),   # acknowledged at 10.01
+        (11.0, 2, "c2", 1, "a", 10.0, ""),   # another card
+        (12.0, 3, "c1", 1, "a", 500.0, ""),  # acknowledged at 12.5
+        (13.0, 4, "c1", 0, "a", 1.0, "ConnectionError"),  # never acknowledged
+    ])
+    reads = _reads([
+        (11.5, "c1", 1, True),    # seq 3 not acknowledged yet: fresh
+        (12.7, "c1", 1, True),    # seq 3 acknowledged 0.2 s earlier: stale
+        (12.7, "c1", 3, True),    # saw seq 3: fresh (seq 4 was never acknowledged)
+        (12.7, "c2", 2, True),    # newest of its card: fresh
+        (12.7, "c1", None, False),  # failed read: never stale
+    ])
+    out = mark_stale_reads(reads, writes)
+    assert out["stale"].tolist() == [False, True, False, False, False]
+    assert out.loc[1, "staleness_s"] == pytest.approx(0.2, abs=1e-3)
+    assert out.loc[0, "staleness_s"] == 0.0
+
+
+def test_a_policy_class_defined_in_a_notebook_cell_is_handed_to_the_sidecar(monkeypatch):
+    # A notebook cell: its text lives only in linecache, under a made-up file name.
+    cell = (
+        "import math\n"
+        "class CellPolicy:\n"
+        "    def __init__(self, bad_after=2):\n"
+        "        self.bad_after, self.bad = bad_after, 0\n"
+        "    def decide(self, read_region, check, secondary=None):\n"
+        "        self.bad = 0 if check.ok else self.bad + 1\n"
+        "        return 'b' if self.bad >= self.bad_after else 'a'\n"
+    )
+    filename = "/tmp/ipykernel_0/123456.py"
+    linecache.cache[filename] = (len(cell), None, cell.splitlines(True), filename)
+    namespace = {"__name__": "__main__"}
+    try:
+        exec(compile(cell, filename, "exec"), namespace)
+        spec = write_policy_class(namespace["CellPolicy"], module="drills_test_policy")
+    finally:
+        linecache.cache.pop(filename, None)
+    assert spec == "drills_test_policy:CellPolicy"
+    from hadrlab.sidecar import _policy_dir
+
+    monkeypatch.syspath_prepend(str(_policy_dir()))  # the sidecar's PYTHONPATH has this folder
+    policy = load_policy(spec, {"bad_after": 2})  # imports the written module, as the sidecar does
+    down = Check("a", False)
+    assert [policy.decide("a", down), policy.decide("a", down)] == ["a", "b"]
+
+
+def test_a_class_without_findable_source_gets_a_clear_error():
+    namespace = {"__name__": "__main__"}
+    exec(compile("class Lost:\n    def decide(self, r, c, s=None):\n        return 'a'\n", "<nowhere>", "exec"),
+         namespace)
+    with pytest.raises(ValueError, match="source of class Lost cannot be found"):
+        write_policy_class(namespace["Lost"])
+
+
+@pytest.mark.timeout(120)
+def test_a_kill_drill_measures_read_and_write_rto_and_alerts():
+    import hadrlab
+
+    fs = hadrlab.start_feature_store(down_after_ms=1000)
+    try:
+        txns = hadrlab.generate_transactions(200, seed=5, n_cards=10)
+        with fs.master_for() as client:
+            hadrlab.write_features(client, txns)
+        env = fs.connection_env()
+        receiver = hadrlab.start_alert_receiver(name="drill-alerts")
+        sidecar = hadrlab.start_sidecar(env, name="drill-sidecar", alert_url=receiver.url + "/alerts",
+                                        check_interval_ms=100)
+        api = hadrlab.start_fraud_api(env, name="drill-api", sidecar_url=sidecar.url)
+        writer = hadrlab.start_feature_writer(env, name="drill-writer", rate_tps=20, n_cards=10)
+        try:
+            drill = run_drill("kill", fs=fs, api=api, sidecar=sidecar, receiver=receiver, fault=fs.kill_primary,
+                              duration_s=7, fault_at_s=2, transactions=txns, users=1, writer="drill-writer")
+        finally:
+            for child in (writer, api, sidecar, receiver):
+                child.stop()
+    finally:
+        fs.stop()
+    assert (drill.old_primary, drill.new_primary) == ("a", "b")
+    assert drill.read_rto_s is not None and drill.read_rto_s < 3, drill
+    assert drill.write_rto_s is not None and 1.0 <= drill.write_rto_s < 6, drill
+    assert ("firing", "ReadFailover", "b") in set(zip(drill.alerts.status, drill.alerts.alertname, drill.alerts.region))
+    assert "+switch-master" in set(drill.events["kind"])
+    assert drill.load.requests > 0 and len(drill.reads) > 50
+    table = summary_table([drill], [])
+    assert table.loc["kill", "write_rto_s"] == round(drill.write_rto_s, 2)

@@ -1,0 +1,573 @@
+"""Write solutions/02_feature_store_dr.ipynb from the cell texts below (without outputs).
+
+Edit this script and re-run it, then execute the notebook to refresh its outputs:
+
+    .venv/bin/python tools/build_lab02.py
+    HADRLAB_HOME=/tmp/lab02home MPLBACKEND=Agg \\
+        .venv/bin/python -m hadrlab solutions solutions/02_feature_store_dr.ipynb
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "solutions" / "02_feature_store_dr.ipynb"
+
+CELLS: list[tuple] = []
+
+
+def md(text: str) -> None:
+    CELLS.append(("markdown", text.strip("\n")))
+
+
+def code(text: str, tags: list[str] | None = None) -> None:
+    CELLS.append(("code", text.strip("\n"), tags or []))
+
+
+# ----------------------------------------------------------------------------- Objectives
+md("""
+# Lab 02 · Disaster recovery for a real-time feature store
+
+A fraud-detection API scores card transactions with features that a writer updates in Redis
+many times a second. Redis runs in **two regions**: the primary in region A, a replica in region B,
+three Sentinels deciding about failover. This lab breaks region A in four ways, under load, and
+measures what the service and its owners see.
+
+**Objectives.** By the end of this lab (about 60 minutes) you can:
+
+1. **measure** replication lag (bytes and milliseconds) in steady state;
+2. **implement** a read-failover policy for a health-checking sidecar (threshold, consecutive
+   checks, hysteresis) that moves reads to region B in under a second and does **not** flap on a
+   latency spike below its threshold;
+3. **choose** Sentinel's `down-after-milliseconds` for a stated write RTO, and verify it;
+4. **measure** read RTO, write RTO, stale reads and alerts for a latency spike, a partition and a
+   crash of the primary, and the **RPO** (acknowledged writes lost) with asynchronous replication
+   versus `WAIT`; **choose** between them for a stated RPO and latency budget;
+5. explain split brain, and what `min-replicas-to-write` does about it.
+""")
+
+# ----------------------------------------------------------------------------- Concepts
+md("""
+## Concepts (one screen)
+
+```
+            region A                         region B                    witness site
+  writer ─▶ redis-a (primary) ──replication──▶ redis-b (replica)
+            sentinel-a                       sentinel-b                  sentinel-w
+  fraud API ◀── reads from A or B, as the sidecar says ──┘   (the sidecar PINGs both regions)
+```
+
+**Sentinel** watches the primary; when a quorum (2 of 3) agrees it has been silent for
+`down-after-milliseconds`, one Sentinel is elected and promotes the replica; clients that ask the
+Sentinels (`Sentinel.master_for`) follow. Measured on this topology: **write RTO ≈ down-after +
+~1.25 s**. Writes fail over; **reads** are the sidecar's job: it can move them in a fraction of a
+second, to a replica that may be slightly behind (stale).
+
+| option | what it gives | fits when |
+| --- | --- | --- |
+| **Redis Sentinel** (this lab) | one primary, replicas, automatic failover; async replication | a dataset that fits one node; seconds of write RTO are fine |
+| **Redis Cluster** | data sharded over several primaries, each with replicas; failover built in | more data or writes than one node; multi-key operations limited to one slot |
+| **Change data capture** (Debezium + Kafka) | the source database's log streamed into another store (e.g. Postgres → Redis in another region) | the truth lives in another database; the feature store is a derived, rebuildable copy |
+| **Managed global databases** (DynamoDB global tables, Cosmos DB, Spanner, ElastiCache Global Datastore) | cross-region replication run for you; RPO/RTO stated by the provider | you want the SLA, not the operations; check the conflict rules (last writer wins?) |
+
+**Split brain.** After a partition heals, or a crashed primary restarts, the old primary may
+believe it is still primary for a few seconds: writes sent to it are lost when Sentinel turns it
+into a replica. `min-replicas-to-write 1` makes a primary refuse writes (`NOREPLICAS`) unless a
+replica acknowledged it within `min-replicas-max-lag` seconds, at a price: a lone primary refuses
+every write.
+""")
+
+# ----------------------------------------------------------------------------- Parameters
+md("""
+## Parameters
+
+The run-time knobs of this lab. The whole notebook runs in about four minutes with these values on
+a 2-core laptop. A grader may change them: the code and the checks below always read them.
+""")
+code("""
+CROSS_REGION_MS = 5        # one-way latency between the regions, ms
+WRITE_RATE_TPS = 30        # feature updates per second (the feature writer)
+N_CARDS = 20               # cards the writer updates (each about every N_CARDS / WRITE_RATE_TPS s)
+USERS = 2                  # locust users scoring transactions (a read probe scores too)
+STEADY_S = 6               # seconds of steady state
+DRILL_S = 8                # seconds of load per fault drill
+FAULT_AT_S = 2             # seconds into a drill at which the fault is injected
+CHECK_INTERVAL_MS = 100    # the sidecar checks both regions this often, ms
+LATENCY_MS = 20            # a latency spike BELOW the read-failover threshold, each way, ms
+SPIKE_MS = 150             # a latency spike ABOVE it, each way, ms
+WRITE_RTO_TARGET_S = 3.0   # the write RTO the business asks for, s
+RPO_LATENCY_MS = 50        # cross-region latency during the RPO trials, each way, ms
+RPO_WRITES_PER_S = 1000    # write rate during the RPO trials
+WRITE_BUDGET_MS = 250      # the latency budget of one feature write, ms
+READ_RTO_SLACK_S = 1.5     # slack on top of the read RTO your policy settings imply, s
+""", tags=["parameters"])
+
+# ----------------------------------------------------------------------------- Setup
+md("""
+## Setup
+
+`hadrlab` does the plumbing: real `redis-server` and Sentinel processes behind a fault-injecting
+proxy per region, the scoring API, the feature writer, the sidecar and an alert receiver, each a
+process on a free loopback port. `board` records your graded checks. `TXNS` are real (generated)
+card transactions on the cards the writer updates.
+""")
+code("""
+%matplotlib inline
+import time
+
+import pandas as pd
+import hadrlab
+from hadrlab.drills import fail_back, plot_dr_summary, plot_lag, plot_reads, run_drill, summary_table, write_policy_class
+from hadrlab.sidecar import Check
+
+board = hadrlab.Scoreboard("02")
+TXNS = hadrlab.generate_transactions(600, seed=2, n_cards=N_CARDS)
+print("hadrlab", hadrlab.__version__, "|", len(TXNS), "transactions on", TXNS.card_id.nunique(), "cards")
+""")
+
+# ----------------------------------------------------------------------------- Exercise 1
+md("""
+### Exercise 1 · Choose Sentinel's `down-after-milliseconds`
+
+The business asks for a **write RTO of at most `WRITE_RTO_TARGET_S`**. On this topology Sentinel
+takes about **down-after + 1.25 s** from a crash to the promoted replica acknowledging writes.
+But too short a `down-after` turns a slow network into a failover: a Sentinel PING that takes
+longer than `down-after` to be answered counts as silence, and during the `SPIKE_MS` spike of
+Experiment 3 a round trip takes `2 × SPIKE_MS`.
+
+Set `down_after_ms` (an int): above the spike's round trip, with the RTO target met, and some
+margin for a busy machine.
+""")
+code("""
+# BEGIN SOLUTION set down_after_ms
+down_after_ms = int(1000 * (WRITE_RTO_TARGET_S - 1.25) * 0.6)   # 40% margin under the target
+# END SOLUTION
+print(f"down-after {down_after_ms} ms -> expected write RTO about {down_after_ms / 1000 + 1.25:.2f} s "
+      f"(target {WRITE_RTO_TARGET_S} s)")
+""")
+code("""
+display(board.check_true("down-after meets the write RTO target", lambda: down_after_ms,
+                         lambda ms: 2 * SPIKE_MS < ms and ms / 1000 + 1.25 <= WRITE_RTO_TARGET_S,
+                         f"> {2 * SPIKE_MS} ms and + 1.25 s <= {WRITE_RTO_TARGET_S} s", unit="ms",
+                         hint="RTO ≈ down_after + 1.25 s must fit the target; the spike's round trip is 2 × SPIKE_MS"))
+""")
+
+# ----------------------------------------------------------------------------- Exercise 2
+md("""
+### Exercise 2 · A read-failover policy
+
+The sidecar PINGs region A (the primary read region) and region B every `CHECK_INTERVAL_MS`, and
+after every round calls `policy.decide(read_region, check, secondary)`: `check` is the latest check
+of A, `secondary` that of B (each a `Check` with `.ok` and `.latency_ms`); it returns the region
+that should serve reads, `"a"` or `"b"`. Complete `decide`:
+
+- a check is **bad** if it failed (`not check.ok`) or took longer than `latency_ms`;
+- move reads to `"b"` after `consecutive` bad checks **in a row**, if B itself answered;
+- come back to `"a"` only after `recover_consecutive` good checks in a row (**hysteresis**);
+- otherwise keep `read_region`.
+
+The class runs in the sidecar's process, not here: keep it self-contained.
+""")
+code("""
+class ReadFailoverPolicy:
+    \"\"\"Reads to B after `consecutive` bad checks of A; back after `recover_consecutive` good ones.\"\"\"
+
+    def __init__(self, latency_ms=80, consecutive=3, recover_consecutive=5):
+        self.latency_ms = latency_ms
+        self.consecutive = consecutive
+        self.recover_consecutive = recover_consecutive
+        self.bad = 0   # bad checks of A in a row
+        self.good = 0  # good checks of A in a row
+
+    def decide(self, read_region, check, secondary=None):
+        # BEGIN SOLUTION count bad/good checks in a row, then return "a" or "b"
+        bad = not check.ok or check.latency_ms is None or check.latency_ms > self.latency_ms
+        self.bad, self.good = (self.bad + 1, 0) if bad else (0, self.good + 1)
+        if read_region == "a" and self.bad >= self.consecutive and (secondary is None or secondary.ok):
+            return "b"
+        if read_region == "b" and self.good >= self.recover_consecutive:
+            return "a"
+        return read_region
+        # END SOLUTION
+""")
+md("""
+Try it on a made-up series of checks of A before any process uses it (latency in ms; `None` is a
+failed check): one slow check is noise, three in a row move reads, and one good check among bad
+ones does not bring them back.
+""")
+code("""
+def replay(policy, latencies):
+    region, out = "a", ""
+    for ms in latencies:
+        region = policy.decide(region, Check("a", ms is not None, ms), Check("b", True, 5.0))
+        out += region
+    return out
+
+SERIES = [10, 200, 10, 200, 200, None, None, 10, 10, 10, 10, 200, 10, 10, 10, 10, 10]
+print(" ".join(f"{'x' if ms is None else ms:>3}" for ms in SERIES))
+print(" ".join(f"{r:>3}" for r in replay(ReadFailoverPolicy(80, 3, 5), SERIES)))
+""")
+code("""
+display(board.check_equal("policy: threshold, consecutive, hysteresis",
+                          lambda: replay(ReadFailoverPolicy(80, 3, 5), SERIES), "aaaaabbbbbbbbbbba",
+                          hint="3 bad checks in a row move reads to b; 5 good ones in a row bring them back"))
+""")
+md("""
+The settings the sidecar will run your policy with. The threshold must sit above the latency of a
+healthy check during the `LATENCY_MS` spike (a round trip, so about `2 × LATENCY_MS`) and below that
+of the `SPIKE_MS` spike; reads should move within about `CHECK_INTERVAL_MS × consecutive`. Change
+them if you like: the checks follow.
+""")
+code("""
+policy_args = dict(latency_ms=80, consecutive=3, recover_consecutive=5)
+policy_spec = write_policy_class(ReadFailoverPolicy)   # saved as a module the sidecar imports
+print(policy_spec, policy_args)
+""")
+
+# ----------------------------------------------------------------------------- Start
+md("""
+## Start the feature store and the service
+
+Two regions with `CROSS_REGION_MS` of latency each way on their network entrance, three
+Sentinels with your `down_after_ms`. Then the first features, written through Sentinel.
+""")
+code("""
+fs = hadrlab.start_feature_store(down_after_ms=down_after_ms, cross_region_latency_ms=CROSS_REGION_MS)
+with fs.master_for() as client:
+    hadrlab.write_features(client, TXNS)
+print(f"started in {fs.startup_s:.1f} s; primary region: {fs.current_primary()}")
+""")
+code("""
+env = fs.connection_env()
+receiver = hadrlab.start_alert_receiver()
+sidecar = hadrlab.start_sidecar(env, alert_url=receiver.url + "/alerts", check_interval_ms=CHECK_INTERVAL_MS,
+                                latency_threshold_ms=policy_args["latency_ms"],
+                                consecutive=policy_args["consecutive"],
+                                recover_consecutive=policy_args["recover_consecutive"],
+                                policy=policy_spec, policy_args=policy_args)
+api = hadrlab.start_fraud_api(env, sidecar_url=sidecar.url)
+writer = hadrlab.start_feature_writer(env, rate_tps=WRITE_RATE_TPS, n_cards=N_CARDS)
+print("sidecar, alert receiver, scoring API and feature writer running")
+""")
+md("""
+One transaction scored by hand: the answer says which region served the features, and how old
+they were.
+""")
+code("""
+import httpx
+
+txn = TXNS.iloc[-1][["card_id", "amount", "merchant_category"]].to_dict()
+answer = httpx.post(api.url + "/score", json=txn, timeout=5).json()
+{k: answer[k] for k in ("card_id", "decision", "features_region", "region_source", "feature_age_s")}
+""")
+
+# ----------------------------------------------------------------------------- Experiments
+md("""
+## Experiment 1 · Steady state
+
+`run_drill` runs locust against `POST /score` (`USERS` users) and, alongside, a *read probe* that
+scores the transactions in turn and records the region of each answer; it also reads the feature
+writer's log, Sentinel's events, the sidecar's decisions and the alerts. Here with no fault, and a
+replication-lag sample five times a second: bytes the replica is behind (replication offsets), and
+how long a fresh write takes to show on B.
+""")
+code("""
+steady = run_drill("steady", fs=fs, api=api, sidecar=sidecar, receiver=receiver, duration_s=STEADY_S,
+                   transactions=TXNS, users=USERS, sample_lag_ms=200)
+hadrlab.summarize(steady.load, label="steady state, POST /score")
+""")
+code("""
+plot_lag(steady.lag, one_way_ms=CROSS_REGION_MS, title="Replication lag in steady state, region A to region B")
+""")
+code("""
+lag = steady.lag
+print(f"lag: p50 {lag.lag_ms.median():.1f} ms, p99 {lag.lag_ms.quantile(0.99):.1f} ms; "
+      f"behind by up to {lag.lag_bytes.max():,} bytes; writer: {steady.writes.ok.mean():.1%} of writes acknowledged")
+""")
+md("""
+The lag in milliseconds is the cross-region latency plus a little; the bytes behind are the writes
+of that instant. With asynchronous replication, **those writes are the RPO** if region A dies now.
+
+## Experiment 2 · A latency spike below the threshold
+
+Region A's network gets slower (`LATENCY_MS` each way) for three seconds. Every request to A is
+slower, but a healthy policy keeps reads on A: no switch, no alert.
+""")
+code("""
+def normal_network():
+    for region in (fs.region_a, fs.region_b):
+        region.proxy.set_latency(CROSS_REGION_MS)
+
+slow_a = run_drill("spike below", fs=fs, api=api, sidecar=sidecar, receiver=receiver, duration_s=DRILL_S - 2,
+                   fault=lambda: fs.region_a.proxy.set_latency(LATENCY_MS), restore=normal_network,
+                   fault_at_s=FAULT_AT_S, restore_at_s=FAULT_AT_S + 3, transactions=TXNS, users=USERS)
+slow_a
+""")
+code("""
+display(board.check_true("no flapping under a spike below the threshold", lambda: slow_a.switches(),
+                         lambda n: n == 0, "0 read switches",
+                         hint="a check is bad only above latency_ms; is the threshold above 2 x LATENCY_MS?"))
+""")
+md("""
+## Experiment 3 · A latency spike above the threshold
+
+Now `SPIKE_MS` each way: a PING of A takes longer than the threshold. Reads should move to B after
+`consecutive` checks and come back, once, after `recover_consecutive` good checks. The alert
+receiver's table shows what an on-call engineer would have been paged with, and when.
+""")
+code("""
+very_slow_a = run_drill("spike above", fs=fs, api=api, sidecar=sidecar, receiver=receiver, duration_s=DRILL_S,
+                        fault=lambda: fs.region_a.proxy.set_latency(SPIKE_MS), restore=normal_network,
+                        fault_at_s=FAULT_AT_S, restore_at_s=FAULT_AT_S + 3, transactions=TXNS, users=USERS)
+very_slow_a
+""")
+code("""
+very_slow_a.alerts_after_fault()[["after_s", "status", "alertname", "region"]]
+""")
+code("""
+display(board.check_true("reads move on a spike above the threshold, and come back once",
+                         lambda: [(d["from"], d["to"]) for d in very_slow_a.decisions],
+                         lambda moves: moves == [("a", "b"), ("b", "a")], "[('a', 'b'), ('b', 'a')]",
+                         hint="a spike above latency_ms must move reads to b; hysteresis brings them back once"))
+""")
+md("""
+## Experiment 4 · Region A partitioned from region B
+
+Region A's proxy drops everything (a *blackhole*: no refusal, just silence) and its Sentinel is
+frozen. Clients time out on A; Sentinel B and the witness agree A is down and promote B. After
+`FAULT_AT_S + 5` s the partition heals.
+""")
+code("""
+def heal():
+    fs.heal()
+    normal_network()
+
+cut = run_drill("partition", fs=fs, api=api, sidecar=sidecar, receiver=receiver, duration_s=DRILL_S + 2,
+                fault=lambda: fs.partition_region("a"), restore=heal, fault_at_s=FAULT_AT_S,
+                restore_at_s=FAULT_AT_S + 5, transactions=TXNS, users=USERS)
+cut
+""")
+code("""
+plot_reads(cut, title="Partition of region A, then heal: each read of POST /score, by the region that served it")
+""")
+md("""
+How to read it: the reads that hit A after the partition wait for the API's Redis timeout
+(200 ms) before it tries B; once the sidecar has seen `consecutive` bad checks, reads go straight to B.
+Writes stop until `+switch-master`. After the heal, look at `stale_reads_pct` above: the sidecar
+sends reads back to A as soon as A answers PINGs, but for a few seconds **A is still the old
+primary** with the data of before the partition, until Sentinel turns it into a replica of B.
+Health is not freshness.
+""")
+code("""
+read_bound_s = CHECK_INTERVAL_MS / 1000 * policy_args["consecutive"] + READ_RTO_SLACK_S
+display(board.check_true("read RTO of a partition within your policy's bound", lambda: cut.read_rto_s,
+                         lambda s: s is not None and s <= read_bound_s, f"<= {read_bound_s:.2f} s", unit="s",
+                         hint="reads must move to b within CHECK_INTERVAL_MS x consecutive (+ slack)"))
+""")
+md("""
+### Fail back
+
+Region B is the primary now. A planned switchover (`SENTINEL FAILOVER`) makes A the primary again
+without losing a write: the primary stops accepting writes before the replica is promoted.
+""")
+code("""
+took_s = fail_back(fs, "a")
+print(f"region {fs.current_primary()} is the primary again, {took_s:.1f} s later")
+""")
+md("""
+## Experiment 5 · The primary is killed
+
+`SIGKILL` of region A's Redis, with every connection through its proxy reset, as when a machine
+dies. Connections to A are now *refused*, which the API notices at once, long before Sentinel
+does. The write RTO is measured by the feature writer: the first write acknowledged by the new
+primary after the kill.
+""")
+code("""
+crash = run_drill("kill", fs=fs, api=api, sidecar=sidecar, receiver=receiver, duration_s=DRILL_S,
+                  fault=fs.kill_primary, fault_at_s=FAULT_AT_S, transactions=TXNS, users=USERS)
+crash
+""")
+code("""
+hadrlab.plot_timeline(crash.load, fault_t={"kill": crash.fault_t}, events=crash.signals(),
+                      title=f"Primary killed: locust's {USERS} users on POST /score; Sentinel and sidecar events dotted")
+""")
+md("""
+The scoring API barely notices: reads fail over per request (a refused connection costs
+nothing) and then by the sidecar's decision. Writes are another story: the writer's
+`failed_writes` above all fall between the kill and `+switch-master`.
+""")
+code("""
+rto_bound_s = lambda: max(WRITE_RTO_TARGET_S, down_after_ms / 1000 + 1.25 + 1.0)  # RTO ≈ down-after + 1.25 s
+display(board.check_true("write RTO ≈ down-after + 1.25 s, within the target", lambda: crash.write_rto_s,
+                         lambda s: s is not None and s <= rto_bound_s(),
+                         f"<= max({WRITE_RTO_TARGET_S} s, down-after + 2.25 s)",
+                         unit="s", hint="writes fail over when Sentinel promotes B: about down_after + 1.25 s"))
+""")
+md("""
+### The old primary returns: split brain
+
+Restart A's Redis as a crashed machine would come back: **empty**, with its original config, so a
+*master*. Until a Sentinel notices and sends `REPLICAOF`, a client that still writes to A's
+address (a stale DNS entry, a hard-coded config) has its writes accepted, and lost.
+""")
+code("""
+returned = fs.restart_old_primary()
+returned
+""")
+
+# ----------------------------------------------------------------------------- RPO
+md("""
+## Experiment 6 · RPO: acknowledged writes lost, async vs `WAIT`
+
+A fresh store per trial, `RPO_LATENCY_MS` each way on A's link (so the replica really lags), a
+writer in region A writing sequence-numbered keys at `RPO_WRITES_PER_S`; then region A dies.
+Every acknowledged sequence number missing on the promoted replica is a lost write. With `WAIT 1`,
+a write is acknowledged only once the replica has it. The `WAIT` store also runs with
+`min-replicas-to-write 1`: watch what its old primary does when it comes back.
+""")
+code("""
+def rpo_trial(mode, **store_options):
+    store = hadrlab.start_feature_store(down_after_ms=down_after_ms, **store_options)
+    try:
+        result = hadrlab.measure_rpo(store, mode=mode, writes_per_s=RPO_WRITES_PER_S, duration_s=2,
+                                     lag_fault="latency", latency_ms=RPO_LATENCY_MS)
+        back = store.restart_old_primary() if store_options else None
+    finally:
+        store.stop()
+    return result, back
+
+rpo_async, _ = rpo_trial("async")
+rpo_async
+""")
+code("""
+rpo_wait, guarded_return = rpo_trial("wait", min_replicas_to_write=1)
+display(rpo_wait)
+guarded_return
+""")
+code("""
+display(board.check_true("zero acknowledged writes lost with WAIT", lambda: (rpo_wait.acknowledged, rpo_wait.lost_acknowledged),
+                         lambda r: r[0] > 0 and r[1] == 0, "(> 0 acknowledged, 0 lost)",
+                         hint="measure_rpo(store, mode='wait', ...): WAIT confirms each write reached the replica"))
+""")
+md("""
+### Exercise 3 · Async or `WAIT`?
+
+The fraud team's requirement: **no acknowledged feature write may be lost** in a regional failover,
+and one write may take at most **`WRITE_BUDGET_MS`**. From the trials above, compute
+`wait_write_ms`, the mean time of one write with `WAIT` (the trial wrote for 2 s; `rpo_wait.attempted`
+writes were sent one after the other), and set `replication_mode` to `"wait"` or `"async"`:
+`"wait"` if it meets both requirements, `"async"` if the budget rules it out (and say so to the
+fraud team).
+""")
+code("""
+# BEGIN SOLUTION compute wait_write_ms and set replication_mode
+wait_write_ms = 2000 / max(1, rpo_wait.attempted)
+meets_rpo = rpo_wait.lost_acknowledged == 0
+replication_mode = "wait" if meets_rpo and wait_write_ms <= WRITE_BUDGET_MS else "async"
+# END SOLUTION
+print(f"WAIT: {wait_write_ms:.0f} ms per write (budget {WRITE_BUDGET_MS} ms), "
+      f"{rpo_wait.lost_acknowledged} lost; async: {rpo_async.lost_acknowledged} lost -> {replication_mode}")
+""")
+code("""
+expected_mode = lambda: "wait" if 2000 / max(1, rpo_wait.attempted) <= WRITE_BUDGET_MS else "async"
+display(board.check_true("replication mode for RPO 0 within the budget", lambda: replication_mode,
+                         lambda mode: mode == expected_mode(), "'wait' if a WAIT write fits the budget, else 'async'",
+                         hint="only WAIT loses no acknowledged write; it fits if one write takes <= WRITE_BUDGET_MS"))
+""")
+
+# ----------------------------------------------------------------------------- Results
+md("""
+## Results side by side
+
+One row per fault. RTOs count from the fault: *read* until a read served by region B within the
+API's latency budget, *write* until the first write acknowledged by the new primary (for the RPO
+trials: Sentinel's failover). *Stale reads* missed a write already acknowledged to the writer.
+""")
+code("""
+table = summary_table([slow_a, very_slow_a, cut, crash], [rpo_async, rpo_wait])
+table
+""")
+code("""
+plot_dr_summary([very_slow_a, cut, crash], [rpo_async, rpo_wait],
+                title=f"Feature-store DR: down-after {down_after_ms} ms, sidecar every {CHECK_INTERVAL_MS} ms")
+""")
+
+# ----------------------------------------------------------------------------- Checks
+md("""
+## Checks
+
+Your score for this lab. Every line says PASS or FAIL; a FAIL's hint is in the check's own cell above.
+""")
+code("""
+# NBVAL_CHECK_OUTPUT
+board.summary()
+""")
+
+# ----------------------------------------------------------------------------- Reflection
+md("""
+## Reflection
+
+A short quiz on replication, `WAIT`, Sentinel and managed alternatives (immediate feedback).
+""")
+code("""
+hadrlab.load_quiz("02").show()
+""")
+md("""
+**Question.** Explain the trade-off you made in Exercise 3 to the fraud team, with your numbers:
+what does `WAIT` buy, what does it cost, and what does it still not guarantee? What would you
+change if the regions were 80 ms apart?
+
+<!-- BEGIN SOLUTION -->
+*Model answer.* With asynchronous replication a write is acknowledged as soon as region A has it;
+everything written in the last *lag* (here about the cross-region latency) is lost if A dies: the
+async trial lost the newest few dozen acknowledged writes, exactly those the replica had not
+received. `WAIT 1` makes the client wait until the replica has the write, so a failover to B loses
+no *acknowledged* write (0 in the trial); a write whose `WAIT` timed out is reported as unconfirmed,
+so the writer knows to retry it. The cost is a cross-region round trip per write (about
+2 × latency) and the throughput that goes with it; it fits a `WRITE_BUDGET_MS` budget here. It is
+not strong consistency: `WAIT` does not roll back a write the replica never got, reads from B can
+still be stale, and a returning old primary can take writes unless `min-replicas-to-write` stops
+it. At 80 ms apart a write costs 160 ms or more: pipeline writes (`SET`s then one `WAIT`), batch
+per card, keep `WAIT` for the features that decide money and async for the rest, or move the
+writer next to a nearer replica.
+<!-- END SOLUTION -->
+""")
+
+# ----------------------------------------------------------------------------- Cleanup
+md("""
+## Cleanup
+
+Stop the feature store, the services and anything else this notebook started.
+""")
+code("""
+fs.stop()
+print("other processes stopped:", hadrlab.stop_children())
+""")
+
+
+def build() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
+    for i, cell in enumerate(CELLS):
+        if cell[0] == "markdown":
+            new = nbformat.v4.new_markdown_cell(cell[1])
+        else:
+            new = nbformat.v4.new_code_cell(cell[1])
+            if cell[2]:
+                new.metadata["tags"] = cell[2]
+        new.id = f"lab02-{i:02d}"
+        nb.cells.append(new)
+    nbformat.validate(nb)
+    return nb
+
+
+if __name__ == "__main__":
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(build(), OUT)
+    print(f"wrote {OUT.relative_to(ROOT)} ({len(CELLS)} cells)")
