@@ -185,6 +185,23 @@ _EXPORTS: dict[str, str] = {
     "batch_status": "hadrlab.batch",
     "BatchAudit": "hadrlab.batch",
     "BatchResult": "hadrlab.batch",
+    # chaos experiments on the pipeline, run by Chaos Toolkit, and the resilience report (Lab 03)
+    "Hardening": "hadrlab.chaos",
+    "UNHARDENED": "hadrlab.chaos",
+    "HARDENED": "hadrlab.chaos",
+    "Pipeline": "hadrlab.chaos",
+    "start_pipeline": "hadrlab.chaos",
+    "list_experiments": "hadrlab.chaos",
+    "load_experiment": "hadrlab.chaos",
+    "write_experiment": "hadrlab.chaos",
+    "toy_experiment": "hadrlab.chaos",
+    "run_experiment": "hadrlab.chaos",
+    "read_journal": "hadrlab.chaos",
+    "ExperimentResult": "hadrlab.chaos",
+    "comparison_table": "hadrlab.report",
+    "plot_measurements": "hadrlab.report",
+    "plot_scorecard": "hadrlab.report",
+    "write_report": "hadrlab.report",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -536,27 +536,27 @@ class _Worker:
     def call_registry(self, what: str, action: Callable[[], Any]) -> Any:
         """Call the registry, retrying for REGISTRY_PATIENCE_S: an outage delays, not loses, a model.
 
-        Only RegistryUnavailable (no answer, timeout, 5xx) is retried; a refused request
+        Only RegistryUnavailable (no answer, timeout, 5xx) is retried, with exponential
+        back-off and full jitter (:func:`hadrlab.resilience.retrying`); a refused request
         (bad token, malformed) would fail the same way every time.
         """
         from hadrlab.registry import RegistryUnavailable
+        from hadrlab.resilience import retrying
 
-        deadline = time.monotonic() + self.cfg.registry_patience_s
-        delay = 0.2
         phase = self.status.phase
-        while True:
-            self.check_stop()
-            try:
-                result = action()
-                if self.status.phase == "waiting_for_registry":
-                    self.save_status(phase=phase)
-                return result
-            except RegistryUnavailable as exc:
-                if time.monotonic() > deadline:
+        # Bounded by time, not by tries: the patience is what the operator sets.
+        for attempt in retrying(1_000_000, stop_after_s=self.cfg.registry_patience_s, initial_wait_s=0.2,
+                                max_wait_s=2.0, name=f"registry {what}"):
+            with attempt:
+                self.check_stop()
+                try:
+                    result = action()
+                except RegistryUnavailable as exc:
+                    self.save_status(phase="waiting_for_registry", last_error=f"{what}: {exc}"[:500])
                     raise
-                self.save_status(phase="waiting_for_registry", last_error=f"{what}: {exc}"[:500])
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        if self.status.phase == "waiting_for_registry":
+            self.save_status(phase=phase)
+        return result
 
     def check_stop(self) -> None:
         if self.stopping:
