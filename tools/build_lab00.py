@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import nbformat
+from notebook_builder import NotebookBuilder
+
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,15 +34,8 @@ def nines_table() -> str:
     return "\n".join(lines)
 
 
-CELLS: list[tuple[str, str] | tuple[str, str, list[str]]] = []
-
-
-def md(text: str) -> None:
-    CELLS.append(("markdown", text.strip("\n")))
-
-
-def code(text: str, tags: list[str] | None = None) -> None:
-    CELLS.append(("code", text.strip("\n"), tags or []))
+nb = NotebookBuilder("lab00", OUT)
+md, code = nb.md, nb.code
 
 
 # ----------------------------------------------------------------------------- Objectives
@@ -431,26 +425,5 @@ print("children still running:", hadrlab.stop_children())
 """)
 
 
-def build() -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {
-        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
-    for i, cell in enumerate(CELLS):
-        if cell[0] == "markdown":
-            new = nbformat.v4.new_markdown_cell(cell[1])
-        else:
-            new = nbformat.v4.new_code_cell(cell[1])
-            if cell[2]:
-                new.metadata["tags"] = cell[2]
-        new.id = f"lab00-{i:02d}"
-        nb.cells.append(new)
-    nbformat.validate(nb)
-    return nb
-
-
 if __name__ == "__main__":
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(build(), OUT)
-    print(f"wrote {OUT.relative_to(ROOT)} ({len(CELLS)} cells)")
+    nb.write()

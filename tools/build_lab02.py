@@ -11,20 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
+from notebook_builder import NotebookBuilder
+
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "solutions" / "02_feature_store_dr.ipynb"
 
-CELLS: list[tuple] = []
-
-
-def md(text: str) -> None:
-    CELLS.append(("markdown", text.strip("\n")))
-
-
-def code(text: str, tags: list[str] | None = None) -> None:
-    CELLS.append(("code", text.strip("\n"), tags or []))
+nb = NotebookBuilder("lab02", OUT)
+md, code = nb.md, nb.code
 
 
 # ----------------------------------------------------------------------------- Objectives
@@ -548,26 +542,5 @@ print("other processes stopped:", hadrlab.stop_children())
 """)
 
 
-def build() -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {
-        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
-    for i, cell in enumerate(CELLS):
-        if cell[0] == "markdown":
-            new = nbformat.v4.new_markdown_cell(cell[1])
-        else:
-            new = nbformat.v4.new_code_cell(cell[1])
-            if cell[2]:
-                new.metadata["tags"] = cell[2]
-        new.id = f"lab02-{i:02d}"
-        nb.cells.append(new)
-    nbformat.validate(nb)
-    return nb
-
-
 if __name__ == "__main__":
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(build(), OUT)
-    print(f"wrote {OUT.relative_to(ROOT)} ({len(CELLS)} cells)")
+    nb.write()

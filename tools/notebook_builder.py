@@ -1,0 +1,60 @@
+"""Build a solution notebook from cell texts written in a Python script.
+
+The scripts ``tools/build_labNN.py`` hold each lab's cells as plain strings, which are easier
+to review and diff than notebook JSON. They write the notebook WITHOUT outputs; then
+``make solutions`` executes it to fill them in:
+
+    .venv/bin/python tools/build_lab02.py
+    .venv/bin/python -m hadrlab solutions solutions/02_feature_store_dr.ipynb
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class NotebookBuilder:
+    """Collect markdown and code cells, then write them as one notebook.
+
+    Example:
+        >>> nb = NotebookBuilder("lab00", ROOT / "solutions" / "00_foundations.ipynb")
+        >>> nb.md("# Lab 00")
+        >>> nb.code("WRITES = 2000", tags=["parameters"])
+        >>> nb.write()
+    """
+
+    def __init__(self, cell_id_prefix: str, out: Path) -> None:
+        self.prefix = cell_id_prefix
+        self.out = Path(out)
+        self.cells: list[tuple[str, str, list[str]]] = []
+
+    def md(self, text: str) -> None:
+        self.cells.append(("markdown", text.strip("\n"), []))
+
+    def code(self, text: str, tags: list[str] | None = None) -> None:
+        self.cells.append(("code", text.strip("\n"), list(tags or [])))
+
+    def build(self) -> nbformat.NotebookNode:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata = {
+            "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        }
+        for i, (kind, text, tags) in enumerate(self.cells):
+            cell = (nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell)(text)
+            if tags:
+                cell.metadata["tags"] = tags
+            # Stable ids: regenerating gives the same file, and learner twins derive from them.
+            cell.id = f"{self.prefix}-{i:02d}"
+            nb.cells.append(cell)
+        nbformat.validate(nb)
+        return nb
+
+    def write(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(self.build(), self.out)
+        print(f"wrote {self.out.relative_to(ROOT)} ({len(self.cells)} cells)")
