@@ -72,7 +72,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hadrlab.exposition import CONTENT_TYPE, Histogram, MetricsText
 from hadrlab.processes import HOST, Child, find_free_port, home_dir, start_process, wait_for_http, wait_until
+from hadrlab.settings import env_number, parse_address
 
 __all__ = [
     "CATEGORIES",
@@ -462,26 +464,6 @@ def decide(score: float) -> str:
 # --------------------------------------------------------------------------- shared env
 
 
-def _parse_address(value: str, name: str) -> tuple[str, int]:
-    host, sep, port = value.strip().rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f'{name} must look like "127.0.0.1:6379"; got {value!r}.')
-    return host or HOST, int(port)
-
-
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise ValueError(f"{name} must be a number > 0; got {raw!r}.")
-    return value
-
-
 def _child_env(env: Mapping[str, str] | None, extra: Mapping[str, str]) -> dict[str, str]:
     package_root = str(Path(__file__).resolve().parents[1])
     return {
@@ -501,47 +483,32 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 
 
 class _ApiMetrics:
-    """Counters and a latency histogram for /score, rendered as Prometheus text by hand."""
+    """Counters and a latency histogram for /score, rendered as Prometheus text."""
 
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, int]] = Counter()  # (region, status)
-        self.buckets = [0] * len(LATENCY_BUCKETS_S)
-        self.count = 0
-        self.sum_s = 0.0
+        self.latency = Histogram(LATENCY_BUCKETS_S)
         self.stale_reads = 0
         self.fallbacks = 0
         self.sidecar_ok = 0
 
     def observe(self, region: str, status: int, seconds: float) -> None:
         self.requests[(region, status)] += 1
-        self.count += 1
-        self.sum_s += seconds
-        for i, bound in enumerate(LATENCY_BUCKETS_S):
-            if seconds <= bound:
-                self.buckets[i] += 1
+        self.latency.observe(seconds)
 
     def render(self) -> str:
-        out = ["# HELP fraud_api_requests_total POST /score answers by features region and status.",
-               "# TYPE fraud_api_requests_total counter"]
+        text = MetricsText()
+        text.family("fraud_api_requests_total", "counter", "POST /score answers by features region and status.")
         for (region, status), n in sorted(self.requests.items()):
-            out.append(f'fraud_api_requests_total{{region="{region}",status="{status}"}} {n}')
-        out += ["# HELP fraud_api_score_latency_seconds Time to answer POST /score.",
-                "# TYPE fraud_api_score_latency_seconds histogram"]
-        for bound, n in zip(LATENCY_BUCKETS_S, self.buckets):
-            out.append(f'fraud_api_score_latency_seconds_bucket{{le="{bound:g}"}} {n}')
-        out.append(f'fraud_api_score_latency_seconds_bucket{{le="+Inf"}} {self.count}')
-        out.append(f"fraud_api_score_latency_seconds_sum {self.sum_s:.6f}")
-        out.append(f"fraud_api_score_latency_seconds_count {self.count}")
-        out += ["# HELP fraud_api_stale_reads_total Feature reads older than STALE_AFTER_S.",
-                "# TYPE fraud_api_stale_reads_total counter",
-                f"fraud_api_stale_reads_total {self.stale_reads}",
-                "# HELP fraud_api_read_fallbacks_total Reads answered by the second region tried.",
-                "# TYPE fraud_api_read_fallbacks_total counter",
-                f"fraud_api_read_fallbacks_total {self.fallbacks}",
-                "# HELP fraud_api_sidecar_reachable 1 if the sidecar answered in the last second.",
-                "# TYPE fraud_api_sidecar_reachable gauge",
-                f"fraud_api_sidecar_reachable {self.sidecar_ok}"]
-        return "\n".join(out) + "\n"
+            text.sample("fraud_api_requests_total", n, region=region, status=status)
+        text.histogram("fraud_api_score_latency_seconds", "Time to answer POST /score.", self.latency)
+        text.family("fraud_api_stale_reads_total", "counter", "Feature reads older than STALE_AFTER_S.")
+        text.sample("fraud_api_stale_reads_total", self.stale_reads)
+        text.family("fraud_api_read_fallbacks_total", "counter", "Reads answered by the second region tried.")
+        text.sample("fraud_api_read_fallbacks_total", self.fallbacks)
+        text.family("fraud_api_sidecar_reachable", "gauge", "1 if the sidecar answered in the last second.")
+        text.sample("fraud_api_sidecar_reachable", self.sidecar_ok)
+        return text.render()
 
 
 class _RegionsDown(Exception):
@@ -560,16 +527,16 @@ def create_api(env: Mapping[str, str] | None = None):
     from redis.retry import Retry
 
     env = dict(os.environ if env is None else env)
-    budget_ms = _env_float(env, "LATENCY_BUDGET_MS", 50.0)
-    timeout_s = _env_float(env, "REDIS_TIMEOUT_MS", 200.0) / 1000
-    stale_after_s = _env_float(env, "STALE_AFTER_S", 5.0)
+    budget_ms = env_number("LATENCY_BUDGET_MS", 50.0, env=env, above=0)
+    timeout_s = env_number("REDIS_TIMEOUT_MS", 200.0, env=env, above=0) / 1000
+    stale_after_s = env_number("STALE_AFTER_S", 5.0, env=env, above=0)
     sidecar_url = env.get("SIDECAR_URL", "").rstrip("/")
     password = env.get("REDIS_PASSWORD") or None
     regions: dict[str, Any] = {}
     addresses: dict[str, str] = {}
     for region, var in (("a", "REDIS_A"), ("b", "REDIS_B")):
         if env.get(var, "").strip():
-            host, port = _parse_address(env[var], var)
+            host, port = parse_address(env[var], var)
             addresses[region] = f"{host}:{port}"
             # Short timeouts and no retries: a dead region must cost one timeout, not the
             # redis-py default of several retries with back-off, so that the fallback to the
@@ -717,7 +684,7 @@ def create_api(env: Mapping[str, str] | None = None):
     @app.get("/metrics")
     async def metrics_text() -> PlainTextResponse:
         read_order()
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
 
@@ -751,7 +718,7 @@ def _region_of(address: tuple[str, int] | None, env: Mapping[str, str]) -> str:
     if address is None:
         return "?"
     for region, var in (("a", "REDIS_A"), ("b", "REDIS_B")):
-        if env.get(var) and _parse_address(env[var], var)[1] == int(address[1]):
+        if env.get(var) and parse_address(env[var], var)[1] == int(address[1]):
             return region
     return f"{address[0]}:{address[1]}"
 
@@ -776,7 +743,7 @@ def run_writer(env: Mapping[str, str] | None = None, *, max_writes: int | None =
     from redis.sentinel import Sentinel
 
     env = dict(os.environ if env is None else env)
-    rate = _env_float(env, "WRITE_RATE_TPS", 50.0)
+    rate = env_number("WRITE_RATE_TPS", 50.0, env=env, above=0)
     seed = int(env.get("SEED") or 0)
     n_cards = int(env.get("N_CARDS") or 200)
     name = env.get("WRITER_NAME") or "feature-writer"
@@ -792,7 +759,7 @@ def run_writer(env: Mapping[str, str] | None = None, *, max_writes: int | None =
     if sentinels:
         # The Sentinels share the Redis password. No retries when asking them: Sentinel
         # itself moves on to the next Sentinel, and the master client's Retry covers the rest.
-        sentinel = Sentinel([_parse_address(s, "SENTINELS") for s in sentinels],
+        sentinel = Sentinel([parse_address(s, "SENTINELS") for s in sentinels],
                             sentinel_kwargs={"password": password, "socket_timeout": 0.5,
                                              "socket_connect_timeout": 0.5, "retry": Retry(NoBackoff(), 0)},
                             **options)
@@ -806,7 +773,7 @@ def run_writer(env: Mapping[str, str] | None = None, *, max_writes: int | None =
     else:
         if not env.get("REDIS_A"):
             raise ValueError("Neither SENTINELS nor REDIS_A is set: the writer has nowhere to write.")
-        host, port = _parse_address(env["REDIS_A"], "REDIS_A")
+        host, port = parse_address(env["REDIS_A"], "REDIS_A")
         client = redis.Redis(host=host, port=port, **options)
 
         def where() -> str:

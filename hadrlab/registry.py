@@ -77,7 +77,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from hadrlab.errors import HadrError
+from hadrlab.exposition import CONTENT_TYPE, MetricsText
 from hadrlab.processes import HOST, Child, find_free_port, home_dir, start_process, wait_for_http
+from hadrlab.settings import env_number
 
 __all__ = [
     "RegistryError",
@@ -253,33 +255,27 @@ class _RegistryMetrics:
         self.started_at = time.time()
 
     def render(self, store: _Store, faults: _Faults) -> str:
-        lines: list[str] = []
-
-        def family(name: str, kind: str, help_text: str) -> None:
-            lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
-
-        family("registry_requests_total", "counter", "HTTP requests answered, by route and status.")
+        text = MetricsText()
+        text.family("registry_requests_total", "counter", "HTTP requests answered, by route and status.")
         for (method, route, status), n in sorted(self.requests.items()):
-            lines.append(
-                f'registry_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}'
-            )
-        family("registry_request_seconds_sum", "counter", "Total time spent answering, by route.")
+            text.sample("registry_requests_total", n, method=method, route=route, status=status)
+        text.family("registry_request_seconds_sum", "counter", "Total time spent answering, by route.")
         for route, s in sorted(self.latency_sum_s.items()):
-            lines.append(f'registry_request_seconds_sum{{route="{route}"}} {s:.6f}')
-        family("registry_injected_errors_total", "counter", "Requests failed on purpose (503).")
-        lines.append(f"registry_injected_errors_total {self.injected_errors}")
+            text.sample("registry_request_seconds_sum", f"{s:.6f}", route=route)
+        text.family("registry_injected_errors_total", "counter", "Requests failed on purpose (503).")
+        text.sample("registry_injected_errors_total", self.injected_errors)
         models, versions = store.counts()
-        family("registry_models", "gauge", "Models with at least one version.")
-        lines.append(f"registry_models {models}")
-        family("registry_versions", "gauge", "Model versions stored.")
-        lines.append(f"registry_versions {versions}")
-        family("registry_fault_delay_ms", "gauge", "Delay injected into every request.")
-        lines.append(f"registry_fault_delay_ms {faults.delay_ms:g}")
-        family("registry_fault_error_rate", "gauge", "Share of requests failed on purpose.")
-        lines.append(f"registry_fault_error_rate {faults.error_rate:g}")
-        family("registry_start_time_seconds", "gauge", "Process start, epoch seconds.")
-        lines.append(f"registry_start_time_seconds {self.started_at:.3f}")
-        return "\n".join(lines) + "\n"
+        text.family("registry_models", "gauge", "Models with at least one version.")
+        text.sample("registry_models", models)
+        text.family("registry_versions", "gauge", "Model versions stored.")
+        text.sample("registry_versions", versions)
+        text.family("registry_fault_delay_ms", "gauge", "Delay injected into every request.")
+        text.sample("registry_fault_delay_ms", f"{faults.delay_ms:g}")
+        text.family("registry_fault_error_rate", "gauge", "Share of requests failed on purpose.")
+        text.sample("registry_fault_error_rate", f"{faults.error_rate:g}")
+        text.family("registry_start_time_seconds", "gauge", "Process start, epoch seconds.")
+        text.sample("registry_start_time_seconds", f"{self.started_at:.3f}")
+        return text.render()
 
 
 def _check_faults(body: Any) -> _Faults:
@@ -383,8 +379,7 @@ def create_registry_app(root: Path, token: str, faults: _Faults | None = None):
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return PlainTextResponse(metrics.render(store, faults),
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(metrics.render(store, faults), media_type=CONTENT_TYPE)
 
     @app.get("/admin/faults")
     async def get_faults() -> Response:
@@ -525,16 +520,6 @@ def _route_of(path: str) -> str:
     return "other"
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number; got {raw!r}.") from None
-
-
 def run_registry() -> int:
     """Entry point of ``python -m hadrlab.registry``: serve the registry until stopped."""
     import uvicorn
@@ -548,8 +533,8 @@ def run_registry() -> int:
                 "PORT, REGISTRY_DIR and REGISTRY_TOKEN must all be set, e.g. `PORT=8100 "
                 "REGISTRY_DIR=/tmp/registry REGISTRY_TOKEN=s3cret python -m hadrlab.registry`."
             )
-        faults = _check_faults({"delay_ms": _env_float("FAULT_DELAY_MS", 0),
-                                "error_rate": _env_float("FAULT_ERROR_RATE", 0)})
+        faults = _check_faults({"delay_ms": env_number("FAULT_DELAY_MS", 0),
+                                "error_rate": env_number("FAULT_ERROR_RATE", 0)})
     except ValueError as exc:
         logger.error("%s", exc)
         return 2

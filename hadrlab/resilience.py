@@ -56,6 +56,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from hadrlab.errors import HadrError
+from hadrlab.exposition import CONTENT_TYPE, MetricsText
 from hadrlab.registry import (
     IntegrityError,
     InvalidRequest,
@@ -65,6 +66,7 @@ from hadrlab.registry import (
     RegistryUnavailable,
     sha256_of,
 )
+from hadrlab.settings import env_flag, env_number
 
 __all__ = [
     "retrying",
@@ -438,30 +440,6 @@ class ModelLoader:
 # --------------------------------------------------------------------------- online API
 
 
-def _env_flag(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "on", "yes"):
-        return True
-    if raw in ("0", "false", "off", "no"):
-        return False
-    raise ValueError(f"{name} must be 0 or 1; got {raw!r}.")
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise ValueError(f"{name} must be a number >= 0; got {raw!r}.")
-    return value
-
-
 def _parse_features(body: Any, width: int | None) -> list[list[float]]:
     rows = body.get("features") if isinstance(body, dict) else None
     if rows is None:
@@ -533,29 +511,23 @@ def create_online_app(loader: ModelLoader, replica: str = "online-api"):
     @app.get("/metrics")
     async def metrics() -> Response:
         model = loader.current
-        lines = ["# HELP online_api_requests_total HTTP requests answered, by path and status.",
-                 "# TYPE online_api_requests_total counter"]
+        text = MetricsText()
+        text.family("online_api_requests_total", "counter", "HTTP requests answered, by path and status.")
         for (path, status_code), n in sorted(requests.items()):
-            lines.append(f'online_api_requests_total{{path="{path}",status="{status_code}"}} {n}')
-        lines += ["# HELP online_api_ready 1 when a model is served, else 0.",
-                  "# TYPE online_api_ready gauge", f"online_api_ready {int(model is not None)}",
-                  "# HELP online_api_model_from_cache 1 when the served model is the cached "
-                  "fallback.", "# TYPE online_api_model_from_cache gauge",
-                  f"online_api_model_from_cache {int(bool(model) and model.source == 'cache')}",
-                  "# HELP online_api_model_version The version served (0 if none).",
-                  "# TYPE online_api_model_version gauge",
-                  f"online_api_model_version {model.version if model else 0}",
-                  "# HELP online_api_registry_checks_total Registry checks, by outcome.",
-                  "# TYPE online_api_registry_checks_total counter"]
+            text.sample("online_api_requests_total", n, path=path, status=status_code)
+        text.family("online_api_ready", "gauge", "1 when a model is served, else 0.")
+        text.sample("online_api_ready", int(model is not None))
+        text.family("online_api_model_from_cache", "gauge", "1 when the served model is the cached fallback.")
+        text.sample("online_api_model_from_cache", int(bool(model) and model.source == "cache"))
+        text.family("online_api_model_version", "gauge", "The version served (0 if none).")
+        text.sample("online_api_model_version", model.version if model else 0)
+        text.family("online_api_registry_checks_total", "counter", "Registry checks, by outcome.")
         for outcome in ("ok", "failed"):
-            lines.append(f'online_api_registry_checks_total{{outcome="{outcome}"}} '
-                         f"{loader.checks[outcome]}")
+            text.sample("online_api_registry_checks_total", loader.checks[outcome], outcome=outcome)
         if loader.breaker is not None:
-            lines += ["# HELP online_api_breaker_open 1 while the registry breaker is open.",
-                      "# TYPE online_api_breaker_open gauge",
-                      f"online_api_breaker_open {int(loader.breaker.current_state == 'open')}"]
-        return PlainTextResponse("\n".join(lines) + "\n",
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+            text.family("online_api_breaker_open", "gauge", "1 while the registry breaker is open.")
+            text.sample("online_api_breaker_open", int(loader.breaker.current_state == "open"))
+        return PlainTextResponse(text.render(), media_type=CONTENT_TYPE)
 
     return app
 
@@ -587,14 +559,14 @@ def run_online_api() -> int:
         if not (port and url and token and cache_dir):
             raise ValueError("PORT, REGISTRY_URL, REGISTRY_TOKEN and MODEL_CACHE_DIR must be set "
                              "for `python -m hadrlab.registry serve`.")
-        interval_s = _env_float("RELOAD_INTERVAL_S", 5.0)
-        client = RegistryClient(url, token, timeout_s=_env_float("REGISTRY_TIMEOUT_S", 1.0))
+        interval_s = env_number("RELOAD_INTERVAL_S", 5.0, minimum=0)
+        client = RegistryClient(url, token, timeout_s=env_number("REGISTRY_TIMEOUT_S", 1.0, minimum=0))
         loader = ModelLoader(
             client, os.environ.get("MODEL_NAME") or "digits", cache_dir,
-            retries=_env_flag("RETRIES", True), breaker=_env_flag("BREAKER", True),
-            cache_fallback=_env_flag("CACHE_FALLBACK", True),
-            breaker_fail_max=int(_env_float("BREAKER_FAIL_MAX", 3)),
-            breaker_reset_s=_env_float("BREAKER_RESET_S", 5.0),
+            retries=env_flag("RETRIES", True), breaker=env_flag("BREAKER", True),
+            cache_fallback=env_flag("CACHE_FALLBACK", True),
+            breaker_fail_max=int(env_number("BREAKER_FAIL_MAX", 3, minimum=0)),
+            breaker_reset_s=env_number("BREAKER_RESET_S", 5.0, minimum=0),
         )
     except ValueError as exc:
         logger.error("%s", exc)

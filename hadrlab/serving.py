@@ -59,7 +59,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from hadrlab.exposition import CONTENT_TYPE, Histogram, MetricsText, parse_metrics
 from hadrlab.processes import HOST, Child, find_free_port, start_process, wait_for_http
+from hadrlab.settings import env_number
 
 if TYPE_CHECKING:
     from hadrlab.model import TrainedModel
@@ -72,7 +74,7 @@ __all__ = [
     "DrainingServer",
     "start_model_api",
     "predict_payload",
-    "parse_metrics",
+    "parse_metrics",  # from hadrlab.exposition, still importable from here
 ]
 
 logger = logging.getLogger("hadrlab.serving")
@@ -86,20 +88,6 @@ NOT_LOADED = "model not loaded yet"
 
 
 # --------------------------------------------------------------------------- settings
-
-
-def _env_number(environ: dict, name: str, default: float, kind: type = float) -> Any:
-    raw = environ.get(name, "")
-    if raw.strip() == "":
-        return kind(default)
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        what = "a whole number" if kind is int else "a number"
-        raise ValueError(f"{name} must be {what} >= 0; got {raw!r}.")
-    return value
 
 
 @dataclass(frozen=True)
@@ -124,21 +112,21 @@ class ServingSettings:
                 "PORT is not set: the model API needs the TCP port to listen on, "
                 "e.g. `PORT=8000 python -m hadrlab.serving`."
             )
-        port = _env_number(env, "PORT", 0, int)
+        port = env_number("PORT", 0, env=env, minimum=0, integer=True)
         if not 0 < port < 65536:
             raise ValueError(f"PORT must be between 1 and 65535; got {port}.")
-        max_batch = _env_number(env, "MAX_BATCH", 256, int)
+        max_batch = env_number("MAX_BATCH", 256, env=env, minimum=0, integer=True)
         if max_batch < 1:
             raise ValueError(f"MAX_BATCH must be at least 1; got {max_batch}.")
         return cls(
             port=port,
             host=env.get("HOST") or HOST,
             model_version=env.get("MODEL_VERSION") or "v1",
-            load_delay_s=_env_number(env, "MODEL_LOAD_DELAY_S", 0.0),
-            drain_s=_env_number(env, "SHUTDOWN_DRAIN_S", 0.0),
+            load_delay_s=env_number("MODEL_LOAD_DELAY_S", 0.0, env=env, minimum=0),
+            drain_s=env_number("SHUTDOWN_DRAIN_S", 0.0, env=env, minimum=0),
             max_batch=max_batch,
             replica=env.get("REPLICA_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-            predict_delay_ms=_env_number(env, "PREDICT_DELAY_MS", 0.0),
+            predict_delay_ms=env_number("PREDICT_DELAY_MS", 0.0, env=env, minimum=0),
         )
 
 
@@ -156,9 +144,7 @@ class Metrics:
         self.errors: Counter[tuple[str, str]] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.predictions = 0
-        self.bucket_counts = [0] * len(LATENCY_BUCKETS_S)
-        self.latency_sum_s = 0.0
-        self.latency_count = 0
+        self.latency = Histogram(LATENCY_BUCKETS_S)
 
     def observe(self, path: str, status: int, seconds: float) -> None:
         """Record one answered request."""
@@ -166,73 +152,35 @@ class Metrics:
         if status >= 400:
             self.errors[(path, f"{status // 100}xx")] += 1
         if path == "/predict":
-            self.latency_sum_s += seconds
-            self.latency_count += 1
-            for i, bound in enumerate(LATENCY_BUCKETS_S):
-                if seconds <= bound:
-                    self.bucket_counts[i] += 1
+            self.latency.observe(seconds)
 
     def render(self, state: ReplicaState) -> str:
         """Return every metric in the Prometheus text exposition format (version 0.0.4)."""
-        lines: list[str] = []
-
-        def family(name: str, kind: str, help_text: str) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-
-        family("model_api_requests_total", "counter", "HTTP requests answered, by path and status.")
+        text = MetricsText()
+        text.family("model_api_requests_total", "counter", "HTTP requests answered, by path and status.")
         for (path, status), n in sorted(self.requests.items()):
-            lines.append(f'model_api_requests_total{{path="{path}",status="{status}"}} {n}')
-        family("model_api_errors_total", "counter", "HTTP answers with status 4xx or 5xx.")
+            text.sample("model_api_requests_total", n, path=path, status=status)
+        text.family("model_api_errors_total", "counter", "HTTP answers with status 4xx or 5xx.")
         for (path, cls), n in sorted(self.errors.items()):
-            lines.append(f'model_api_errors_total{{path="{path}",class="{cls}"}} {n}')
-        family("model_api_predictions_total", "counter", "Images classified.")
-        lines.append(f"model_api_predictions_total {self.predictions}")
-        family(
-            "model_api_predict_latency_seconds",
-            "histogram",
-            "Time to answer POST /predict, whatever the status.",
-        )
-        for bound, n in zip(LATENCY_BUCKETS_S, self.bucket_counts):
-            lines.append(f'model_api_predict_latency_seconds_bucket{{le="{bound:g}"}} {n}')
-        lines.append(f'model_api_predict_latency_seconds_bucket{{le="+Inf"}} {self.latency_count}')
-        lines.append(f"model_api_predict_latency_seconds_sum {self.latency_sum_s:.6f}")
-        lines.append(f"model_api_predict_latency_seconds_count {self.latency_count}")
-        family("model_api_in_flight_requests", "gauge", "Requests being answered right now.")
+            text.sample("model_api_errors_total", n, path=path, **{"class": cls})
+        text.family("model_api_predictions_total", "counter", "Images classified.")
+        text.sample("model_api_predictions_total", self.predictions)
+        text.histogram("model_api_predict_latency_seconds",
+                       "Time to answer POST /predict, whatever the status.", self.latency)
+        text.family("model_api_in_flight_requests", "gauge", "Requests being answered right now.")
         for path in (*PATHS, "other"):
-            lines.append(f'model_api_in_flight_requests{{path="{path}"}} {self.in_flight[path]}')
-        family("model_api_model_info", "gauge", "The model this replica serves (1 once loaded).")
+            text.sample("model_api_in_flight_requests", self.in_flight[path], path=path)
+        text.family("model_api_model_info", "gauge", "The model this replica serves (1 once loaded).")
         model = state.model
-        sha = model.sha256 if model else ""
-        lines.append(
-            f'model_api_model_info{{version="{state.settings.model_version}",sha256="{sha}",'
-            f'replica="{state.settings.replica}"}} {1 if model else 0}'
-        )
-        family("model_api_ready", "gauge", "1 when /readyz answers 200, else 0.")
-        lines.append(f"model_api_ready {1 if state.ready else 0}")
-        family("model_api_shutting_down", "gauge", "1 from the moment a SIGTERM arrives.")
-        lines.append(f"model_api_shutting_down {1 if state.shutting_down else 0}")
-        family("model_api_start_time_seconds", "gauge", "Process start, epoch seconds.")
-        lines.append(f"model_api_start_time_seconds {state.started_at:.3f}")
-        return "\n".join(lines) + "\n"
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Parse Prometheus text into ``{'name{labels}': value}``, e.g. ``'model_api_ready': 1.0``.
-
-    Args:
-        text: the body of a GET /metrics answer.
-
-    Returns:
-        One entry per sample line; comments are skipped.
-    """
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key, _, value = line.rpartition(" ")
-        samples[key] = float(value)
-    return samples
+        text.sample("model_api_model_info", 1 if model else 0, version=state.settings.model_version,
+                    sha256=model.sha256 if model else "", replica=state.settings.replica)
+        text.family("model_api_ready", "gauge", "1 when /readyz answers 200, else 0.")
+        text.sample("model_api_ready", 1 if state.ready else 0)
+        text.family("model_api_shutting_down", "gauge", "1 from the moment a SIGTERM arrives.")
+        text.sample("model_api_shutting_down", 1 if state.shutting_down else 0)
+        text.family("model_api_start_time_seconds", "gauge", "Process start, epoch seconds.")
+        text.sample("model_api_start_time_seconds", f"{state.started_at:.3f}")
+        return text.render()
 
 
 # --------------------------------------------------------------------------- the replica
@@ -365,7 +313,7 @@ def create_app(state: ReplicaState) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         return PlainTextResponse(
-            state.metrics.render(state), media_type="text/plain; version=0.0.4; charset=utf-8"
+            state.metrics.render(state), media_type=CONTENT_TYPE
         )
 
     @app.post("/predict")

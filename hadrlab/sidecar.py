@@ -73,7 +73,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from hadrlab.exposition import CONTENT_TYPE, MetricsText
 from hadrlab.processes import HOST, Child, find_free_port, home_dir, start_process, wait_for_http
+from hadrlab.settings import env_number, parse_address
 
 __all__ = [
     "Check",
@@ -291,26 +293,6 @@ class _AlertSender:
 # --------------------------------------------------------------------------- the sidecar
 
 
-def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1
-    if value <= 0:
-        raise ValueError(f"{name} must be a number > 0; got {raw!r}.")
-    return value
-
-
-def _address(value: str, name: str) -> tuple[str, int]:
-    host, sep, port = value.strip().rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f'{name} must look like "127.0.0.1:6379"; got {value!r}.')
-    return host or HOST, int(port)
-
-
 class Sidecar:
     """Checks both regions, applies the policy, keeps the state, history and metrics."""
 
@@ -319,11 +301,11 @@ class Sidecar:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        self.interval_s = _env_number(env, "CHECK_INTERVAL_MS", 200) / 1000
-        threshold_ms = _env_number(env, "LATENCY_THRESHOLD_MS", 50)
-        self.down_after = int(_env_number(env, "CONSECUTIVE", 3))
-        self.up_after = int(_env_number(env, "RECOVER_CONSECUTIVE", 5))
-        timeout_s = _env_number(env, "CHECK_TIMEOUT_MS", max(2 * threshold_ms, 50)) / 1000
+        self.interval_s = env_number("CHECK_INTERVAL_MS", 200, env=env, above=0) / 1000
+        threshold_ms = env_number("LATENCY_THRESHOLD_MS", 50, env=env, above=0)
+        self.down_after = int(env_number("CONSECUTIVE", 3, env=env, above=0))
+        self.up_after = int(env_number("RECOVER_CONSECUTIVE", 5, env=env, above=0))
+        timeout_s = env_number("CHECK_TIMEOUT_MS", max(2 * threshold_ms, 50), env=env, above=0) / 1000
         spec = env.get("POLICY_CLASS") or DEFAULT_POLICY
         if env.get("POLICY_ARGS"):
             args = json.loads(env["POLICY_ARGS"])
@@ -338,7 +320,7 @@ class Sidecar:
         for region, var in (("a", "REDIS_A"), ("b", "REDIS_B")):
             if not env.get(var):
                 raise ValueError(f'{var} is not set: the sidecar checks both regions, e.g. {var}="127.0.0.1:6379".')
-            host, port = _address(env[var], var)
+            host, port = parse_address(env[var], var)
             self.addresses[region] = f"{host}:{port}"
             # No retries: one PING is one observation; the policy, not the client, decides
             # what several failures mean.
@@ -475,26 +457,26 @@ class Sidecar:
 
     def metrics(self) -> str:
         with self.lock:
-            out = ["# HELP sidecar_read_region 1 for the region that serves reads.",
-                   "# TYPE sidecar_read_region gauge"]
-            out += [f'sidecar_read_region{{region="{r}"}} {int(r == self.read_region)}' for r in self.clients]
-            out += ["# HELP sidecar_checks_total Health checks by region and result.",
-                    "# TYPE sidecar_checks_total counter"]
+            text = MetricsText()
+            text.family("sidecar_read_region", "gauge", "1 for the region that serves reads.")
+            for r in self.clients:
+                text.sample("sidecar_read_region", int(r == self.read_region), region=r)
+            text.family("sidecar_checks_total", "counter", "Health checks by region and result.")
             for (region, ok), n in sorted(self.checks.items()):
-                out.append(f'sidecar_checks_total{{region="{region}",result="{"ok" if ok else "fail"}"}} {n}')
-            out += ["# HELP sidecar_check_latency_ms Latency of the last PING.", "# TYPE sidecar_check_latency_ms gauge"]
+                text.sample("sidecar_checks_total", n, region=region, result="ok" if ok else "fail")
+            text.family("sidecar_check_latency_ms", "gauge", "Latency of the last PING.")
             for region, check in sorted(self.last.items()):
-                out.append(f'sidecar_check_latency_ms{{region="{region}"}} {check.latency_ms or 0}')
-            out += ["# HELP sidecar_region_up 0 while a region is considered down.", "# TYPE sidecar_region_up gauge"]
-            out += [f'sidecar_region_up{{region="{r}"}} {int(self.down[r] is None)}' for r in self.clients]
-            out += ["# HELP sidecar_read_switches_total Times reads changed region.",
-                    "# TYPE sidecar_read_switches_total counter",
-                    f"sidecar_read_switches_total {sum(1 for _ in self.decisions)}",
-                    "# HELP sidecar_alerts_sent_total Alerts delivered to ALERT_URL.",
-                    "# TYPE sidecar_alerts_sent_total counter", f"sidecar_alerts_sent_total {self.alerts.sent}",
-                    "# HELP sidecar_alerts_failed_total Alerts that could not be delivered.",
-                    "# TYPE sidecar_alerts_failed_total counter", f"sidecar_alerts_failed_total {self.alerts.failed}"]
-            return "\n".join(out) + "\n"
+                text.sample("sidecar_check_latency_ms", check.latency_ms or 0, region=region)
+            text.family("sidecar_region_up", "gauge", "0 while a region is considered down.")
+            for r in self.clients:
+                text.sample("sidecar_region_up", int(self.down[r] is None), region=r)
+            text.family("sidecar_read_switches_total", "counter", "Times reads changed region.")
+            text.sample("sidecar_read_switches_total", sum(1 for _ in self.decisions))
+            text.family("sidecar_alerts_sent_total", "counter", "Alerts delivered to ALERT_URL.")
+            text.sample("sidecar_alerts_sent_total", self.alerts.sent)
+            text.family("sidecar_alerts_failed_total", "counter", "Alerts that could not be delivered.")
+            text.sample("sidecar_alerts_failed_total", self.alerts.failed)
+            return text.render()
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -577,7 +559,7 @@ def _run_sidecar() -> int:
         ("GET", "/state"): lambda h, q: h.reply(200, sidecar.state()),
         ("GET", "/healthz"): lambda h, q: h.reply(200, {"status": "alive"}),
         ("GET", "/history"): lambda h, q: h.reply(200, sidecar.history_since(float(q.get("since", 0)))),
-        ("GET", "/metrics"): lambda h, q: h.reply(200, sidecar.metrics(), "text/plain; version=0.0.4"),
+        ("GET", "/metrics"): lambda h, q: h.reply(200, sidecar.metrics(), CONTENT_TYPE),
     }
     _serve(port, routes, sidecar.stopped)
     return 0

@@ -31,6 +31,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
+from hadrlab.exposition import CONTENT_TYPE, MetricsText
+
 __all__ = ["Balancer", "main"]
 
 _MAX_HEAD = 64 * 1024
@@ -328,29 +330,23 @@ class Balancer:
         }
 
     def metrics_text(self) -> str:
-        lines = [
-            "# HELP hadrlab_balancer_requests_total Requests answered by each endpoint.",
-            "# TYPE hadrlab_balancer_requests_total counter",
-        ]
+        text = MetricsText()
+        text.family("hadrlab_balancer_requests_total", "counter", "Requests answered by each endpoint.")
         for name, n in sorted(self.requests_total.items()):
-            lines.append(f'hadrlab_balancer_requests_total{{service="{self.name}",endpoint="{name}"}} {n}')
-        lines += [
-            "# HELP hadrlab_balancer_upstream_errors_total Failed upstream exchanges per endpoint.",
-            "# TYPE hadrlab_balancer_upstream_errors_total counter",
-        ]
+            text.sample("hadrlab_balancer_requests_total", n, service=self.name, endpoint=name)
+        text.family("hadrlab_balancer_upstream_errors_total", "counter",
+                    "Failed upstream exchanges per endpoint.")
         for name, n in sorted(self.upstream_errors_total.items()):
-            lines.append(
-                f'hadrlab_balancer_upstream_errors_total{{service="{self.name}",endpoint="{name}"}} {n}'
-            )
-        lines += [
-            "# TYPE hadrlab_balancer_retries_total counter",
-            f'hadrlab_balancer_retries_total{{service="{self.name}"}} {self.retries_total}',
-            "# TYPE hadrlab_balancer_no_endpoint_total counter",
-            f'hadrlab_balancer_no_endpoint_total{{service="{self.name}"}} {self.no_endpoint_total}',
-            "# TYPE hadrlab_balancer_endpoints gauge",
-            f'hadrlab_balancer_endpoints{{service="{self.name}"}} {len(self.endpoints)}',
-        ]
-        return "\n".join(lines) + "\n"
+            text.sample("hadrlab_balancer_upstream_errors_total", n, service=self.name, endpoint=name)
+        text.family("hadrlab_balancer_retries_total", "counter",
+                    "Requests sent again to another endpoint after a failed connection.")
+        text.sample("hadrlab_balancer_retries_total", self.retries_total, service=self.name)
+        text.family("hadrlab_balancer_no_endpoint_total", "counter",
+                    "Requests answered 503 because no endpoint was ready.")
+        text.sample("hadrlab_balancer_no_endpoint_total", self.no_endpoint_total, service=self.name)
+        text.family("hadrlab_balancer_endpoints", "gauge", "Ready endpoints requests are spread over.")
+        text.sample("hadrlab_balancer_endpoints", len(self.endpoints), service=self.name)
+        return text.render()
 
     async def handle_admin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -381,7 +377,7 @@ class Balancer:
             if method == "GET" and path == "/healthz":
                 return 200, "text/plain", "ok\n"
             if method == "GET" and path == "/metrics":
-                return 200, "text/plain; version=0.0.4", self.metrics_text()
+                return 200, CONTENT_TYPE, self.metrics_text()
             if method == "GET" and path in ("/stats", "/endpoints"):
                 return 200, "application/json", json.dumps(self.stats())
             if method == "POST" and path == "/endpoints":
