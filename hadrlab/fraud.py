@@ -523,8 +523,9 @@ def create_api(env: Mapping[str, str] | None = None):
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse
     from pydantic import BaseModel, Field
+    from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.retry import Retry
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
     env = dict(os.environ if env is None else env)
     budget_ms = env_number("LATENCY_BUDGET_MS", 50.0, env=env, above=0)
@@ -538,13 +539,16 @@ def create_api(env: Mapping[str, str] | None = None):
         if env.get(var, "").strip():
             host, port = parse_address(env[var], var)
             addresses[region] = f"{host}:{port}"
-            # Short timeouts and no retries: a dead region must cost one timeout, not the
-            # redis-py default of several retries with back-off, so that the fallback to the
-            # other region (or a clear 503) comes fast.
+            # Short timeouts, and no retry after a timeout: a dead region must cost one
+            # timeout, not redis-py's default retries with back-off, so that the fallback to
+            # the other region (or a clear 503) comes fast. One immediate retry after a
+            # connection ERROR, though: a failover resets pooled connections of regions that
+            # are alive, and a fresh connection answers at once.
             regions[region] = aioredis.Redis(
                 host=host, port=port, password=password, decode_responses=True,
                 socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 0), health_check_interval=0,
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                health_check_interval=0,
             )
     if not regions:
         raise ValueError("REDIS_A is not set: the scoring API needs at least one region to read "
