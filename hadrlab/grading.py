@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hadrlab.errors import GradingError
+
 __all__ = [
     "CheckResult",
     "Scoreboard",
@@ -530,7 +532,10 @@ class NotebookGrade:
 
 
 def grade_notebook(
-    path: str | os.PathLike, timeout_s: float = 300, kernel_name: str | None = None
+    path: str | os.PathLike,
+    timeout_s: float = 300,
+    kernel_name: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> NotebookGrade:
     """Execute one learner notebook headless and collect its checks; never raises.
 
@@ -538,17 +543,18 @@ def grade_notebook(
         path: the learner's notebook. It is read, never written.
         timeout_s: how long one cell may run before it is interrupted.
         kernel_name: the Jupyter kernel; default ``python3`` (this Python's ipykernel).
+        params: values that override the lab's ``parameters`` cell (a shorter run, say).
 
     Returns:
         The :class:`NotebookGrade`.
     """
-    from hadrlab.errors import GradingError
-    from hadrlab.notebooks import read_notebook, run_cells
+    from hadrlab.notebooks import inject_parameters, read_notebook, run_cells
 
     path = Path(path)
     started = time.monotonic()
     try:
         nb = read_notebook(path)  # an in-memory copy: the learner's file stays untouched
+        inject_parameters(nb, params or {}, source=str(path))
     except GradingError as exc:
         return NotebookGrade(path, problem=str(exc), graded=False)
     fd, grade_file = tempfile.mkstemp(prefix="hadrlab-grade-", suffix=".jsonl")
@@ -576,7 +582,10 @@ def grade_notebook(
 
 
 def grade_notebooks(
-    paths: Iterable[str | os.PathLike], timeout_s: float = 300, kernel_name: str | None = None
+    paths: Iterable[str | os.PathLike],
+    timeout_s: float = 300,
+    kernel_name: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> list[NotebookGrade]:
     """Grade learner notebooks one after another, each in a fresh kernel; never raises.
 
@@ -589,11 +598,15 @@ def grade_notebooks(
         paths: the notebooks.
         timeout_s: how long one cell may run before it is interrupted.
         kernel_name: the Jupyter kernel; default ``python3``.
+        params: values that override each lab's ``parameters`` cell.
 
     Returns:
         One :class:`NotebookGrade` per path, in order.
     """
-    return [grade_notebook(p, timeout_s=timeout_s, kernel_name=kernel_name) for p in paths]
+    return [
+        grade_notebook(p, timeout_s=timeout_s, kernel_name=kernel_name, params=params)
+        for p in paths
+    ]
 
 
 def _write_json(grades: Sequence[NotebookGrade], path: Path) -> None:
@@ -640,13 +653,22 @@ def main_grade(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default python3)")
     parser.add_argument("--fail-under", type=float, default=None, metavar="SCORE",
                         help="exit 1 if a notebook scores below this fraction (0-1)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a value of the lab's parameters cell, e.g. --param LOAD_S=4 "
+                        "(repeatable)")
     args = parser.parse_args(argv)
+    from hadrlab.notebooks import parse_parameters
+
+    try:
+        params = parse_parameters(args.param)
+    except GradingError as exc:
+        parser.error(str(exc))
     if args.fail_under is not None and not 0 <= args.fail_under <= 1:
         parser.error(f"--fail-under takes a fraction between 0 and 1, not {args.fail_under:g}")
 
     grades = []
     for path in args.notebooks:
-        grade = grade_notebook(path, timeout_s=args.timeout, kernel_name=args.kernel)
+        grade = grade_notebook(path, timeout_s=args.timeout, kernel_name=args.kernel, params=params)
         grades.append(grade)
         print(grade.report(), flush=True)
         print(flush=True)

@@ -516,6 +516,72 @@ class ExecutionResult:
     started: bool = True
 
 
+def parse_parameters(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["LOAD_S=4", "LABEL='quick'"]`` into ``{"LOAD_S": 4, "LABEL": "quick"}``.
+
+    Values are Python literals; anything else is taken as a string.
+    """
+    import ast
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise GradingError(
+                f"Cannot read the parameter {pair!r}: write NAME=VALUE, e.g. LOAD_S=4 or USERS=2."
+            )
+        try:
+            params[name] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            params[name] = raw.strip()
+    return params
+
+
+def inject_parameters(nb: Any, params: dict[str, Any], *, source: str = "the notebook") -> None:
+    """Override a lab's parameters: add a cell after the one tagged ``parameters``.
+
+    The convention is papermill's: the lab's own cell keeps its defaults, the injected
+    cell (tagged ``injected-parameters``) assigns the new values right after it.
+
+    Raises:
+        GradingError: the notebook has no ``parameters`` cell, or a name is not one of its
+            parameters (the message lists them).
+    """
+    import ast
+
+    import nbformat
+
+    if not params:
+        return
+    index = next(
+        (i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])),
+        None,
+    )
+    if index is None:
+        raise GradingError(f"{source} has no cell tagged 'parameters', so it takes no parameters.")
+    known = [
+        target.id
+        for node in ast.parse(nb.cells[index].source).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    ]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise GradingError(
+            f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a parameter of "
+            f"{source}; its parameters are: {', '.join(known)}."
+        )
+    cell = nbformat.v4.new_code_cell(
+        "# Parameters given to the grader\n"
+        + "\n".join(f"{name} = {value!r}" for name, value in params.items())
+    )
+    cell.metadata["tags"] = ["injected-parameters"]
+    cell.id = "injected-parameters"
+    nb.cells.insert(index + 1, cell)
+
+
 def run_cells(
     nb: Any,
     *,

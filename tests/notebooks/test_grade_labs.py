@@ -28,3 +28,14 @@ def test_solution_scores_full_marks_and_learner_twin_fails_with_hints(name):
     assert all(c.hint for c in failed), learner.report()
     # Unfinished exercises are reported as such, not as crashes of the grader.
     assert any(e.ename == "NotImplementedError" for e in learner.errors), learner.report()
+
+
+def test_checks_follow_the_parameters_an_instructor_gives():
+    """A shorter run (fewer writes) still scores full marks: no check assumes the defaults."""
+    (grade,) = grade_notebooks(
+        [ROOT / "solutions" / "00_foundations.ipynb"], timeout_s=300,
+        params={"WRITES": 300, "LAG_SAMPLES": 50},
+    )
+    assert grade.passed == grade.total >= 5, grade.report()
+    measured = {c.name: c for c in grade.checks}["measured with this notebook's parameters"]
+    assert "300" in str(measured.measured), measured

@@ -203,7 +203,7 @@ def _fake_grades(monkeypatch, scores):
     """Make the grader return fixed grades instead of running kernels."""
     import hadrlab.grading as grading
 
-    def fake(path, timeout_s=300, kernel_name=None):
+    def fake(path, timeout_s=300, kernel_name=None, params=None):
         passed, total = scores[str(path)]
         checks = [CheckResult(f"c{i}", i < passed, 1, "1") for i in range(total)]
         return NotebookGrade(grading.Path(path), checks=checks)

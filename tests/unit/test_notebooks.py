@@ -301,3 +301,31 @@ def test_sanitize_cfg_masks_what_changes_between_runs(first, second):
 def test_sanitize_cfg_keeps_check_verdicts_and_scores():
     text = "PASS monthly-error-budget\nFAIL wait-latency\nScore: 1/2\nbudget 21.6 min, 3 replicas"
     assert _sanitize(text) == text
+
+
+def test_parameters_are_injected_after_the_parameters_cell():
+    from hadrlab.notebooks import inject_parameters, parse_parameters
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import x"), nbformat.v4.new_code_cell("LOAD_S = 10\nUSERS = 5")]
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    nb.cells.append(nbformat.v4.new_code_cell("print(LOAD_S)"))
+    inject_parameters(nb, parse_parameters(["LOAD_S=4", "USERS=2"]), source="lab.ipynb")
+    assert [c.source for c in nb.cells][2] == "# Parameters given to the grader\nLOAD_S = 4\nUSERS = 2"
+    assert nb.cells[2].metadata["tags"] == ["injected-parameters"]
+
+
+def test_unknown_parameter_names_the_lab_parameters():
+    from hadrlab.errors import GradingError
+    from hadrlab.notebooks import inject_parameters, parse_parameters
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("LOAD_S = 10\nUSERS = 5")]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    with pytest.raises(GradingError, match="LOAD_SECONDS is not a parameter of lab.ipynb; its parameters are: LOAD_S, USERS"):
+        inject_parameters(nb, {"LOAD_SECONDS": 4}, source="lab.ipynb")
+    with pytest.raises(GradingError, match="NAME=VALUE"):
+        parse_parameters(["LOAD_S"])
+    bare = nbformat.v4.new_notebook()
+    with pytest.raises(GradingError, match="no cell tagged 'parameters'"):
+        inject_parameters(bare, {"LOAD_S": 4}, source="lab.ipynb")
