@@ -4,28 +4,46 @@ Three parts:
 
 - **Read-failover policies**: small strategy classes, in the style of redis-py's back-off
   classes. Each has one method, ``decide(read_region, check, secondary) -> region``, called
-  after every round of health checks. :class:`ThresholdPolicy` moves reads to the secondary
-  when the primary is slow or unreachable N checks in a row, and back only after M healthy
-  checks in a row (hysteresis, so a flapping primary does not flap the reads).
-- **The sidecar** (``python -m hadrlab.sidecar``): PINGs both regions every
-  CHECK_INTERVAL_MS, asks the policy, and serves the answer:
+  after every round of health checks with the check of the primary region and that of the
+  other one. :class:`ThresholdPolicy` moves reads to the secondary when the primary is slow
+  or unreachable N checks in a row, and back only after M healthy checks in a row
+  (hysteresis, so a flapping primary does not flap the reads).
+- **The sidecar** (``python -m hadrlab.sidecar``): every CHECK_INTERVAL_MS it asks a
+  Sentinel which master is elected (that region is the *primary*), PINGs both regions,
+  reads their ``INFO replication`` to judge whether their data can be trusted
+  (:class:`DataTrust`), asks the policy, and serves the answer:
 
       GET /state     {"read_region": "a"|"b", "since", "primary": {...}, "secondary": {...},
-                      "decisions": [last switches], "policy"}
+                      "decisions": [last switches], "policy", "elected": {...},
+                      "primary_moves": [...]}
       GET /history   the check log: [{"t", "region", "ok", "latency_ms", "error", "read_region"}]
                      (?since=<epoch s> returns only newer checks)
       GET /metrics   Prometheus text
 
   It POSTs Alertmanager-style alerts to ALERT_URL when reads switch region (ReadFailover
-  firing / resolved) and when a region goes down or comes back (RegionDown).
+  firing / resolved), when a region goes down or comes back (RegionDown), and when the
+  Sentinels elect another primary (PrimaryMoved).
+
+  Why ask Sentinel: after a failover the old primary comes back (after a crash, empty; after
+  a partition, with old data) as a master that answers PINGs perfectly well for seconds
+  before Sentinel demotes it and it resyncs. A sidecar that judged by PING alone would send
+  reads to it. A region that is a master the Sentinels did not elect, or a replica that is
+  not in sync, is reported to the policy as a FAILED check (``ok=False`` with the reason in
+  ``error``), so every policy treats it as bad; and the sidecar never lets reads go to such
+  a region while the other one is fit, whatever the policy answers.
 - **The alert receiver** (``python -m hadrlab.sidecar alerts``): a webhook that stores what
   it receives and lists it at GET /alerts, each alert with its receive time ``t``.
 
 Environment of the sidecar::
 
     PORT                     required
-    REDIS_A, REDIS_B         "127.0.0.1:port": region A is the primary read region
-    REDIS_PASSWORD
+    REDIS_A, REDIS_B         "127.0.0.1:port" of each region: the addresses the Sentinels
+                             announce (the feature store's proxies)
+    SENTINELS                optional "host:port,host:port,..."; with SENTINEL_MASTER (the
+                             master's name), the primary is the region the Sentinels elect.
+                             Without them region A is the primary, always, and only a
+                             replica's link is judged (a second master cannot be told apart)
+    REDIS_PASSWORD           for the Redis servers and the Sentinels
     CHECK_INTERVAL_MS        default 200
     LATENCY_THRESHOLD_MS     default 50; CONSECUTIVE default 3; RECOVER_CONSECUTIVE default 5
     CHECK_TIMEOUT_MS         default 2 x LATENCY_THRESHOLD_MS (at least 50): a PING slower
@@ -42,9 +60,10 @@ Your own policy, from a notebook::
     class MyPolicy:
         def __init__(self, bad_after=2):
             self.bad_after, self.bad = bad_after, 0
-        def decide(self, read_region, check, secondary=None):
+        def decide(self, read_region, check, secondary):
+            # check: the primary's (check.region), secondary: the other region's
             self.bad = 0 if check.ok else self.bad + 1
-            return "b" if self.bad >= self.bad_after else "a"
+            return secondary.region if self.bad >= self.bad_after else check.region
     '''
     policy = write_policy_module(source)            # 'learner_policy:MyPolicy'
     sidecar = start_sidecar(fs.connection_env(), policy=policy, policy_args={"bad_after": 2})
@@ -79,6 +98,7 @@ from hadrlab.settings import env_number, parse_address
 
 __all__ = [
     "Check",
+    "DataTrust",
     "PrimaryOnlyPolicy",
     "ThresholdPolicy",
     "load_policy",
@@ -109,12 +129,17 @@ class Check:
 
 
 class PrimaryOnlyPolicy:
-    """Never move reads: the baseline to compare a failover policy with."""
+    """Never move reads off the primary: the baseline to compare a failover policy with.
+
+    The primary is the region of ``check`` (the sidecar passes the check of the region the
+    Sentinels elected), so reads follow a Sentinel failover but never a slow region.
+    """
 
     def __init__(self, primary: str = "a", secondary: str = "b") -> None:
         self.primary, self.secondary = primary, secondary
 
     def decide(self, read_region: str, check: Check, secondary: Check | None = None) -> str:
+        self.primary = check.region or self.primary
         return self.primary
 
     def __repr__(self) -> str:
@@ -128,6 +153,11 @@ class ThresholdPolicy:
     PING is noise; ``consecutive`` bad ones in a row are an incident. Coming back needs
     ``recover_consecutive`` good checks in a row (hysteresis): a primary that answers
     every other check keeps reads where they are instead of bouncing them.
+
+    The primary is whichever region ``check`` is about: the sidecar passes the check of the
+    region the Sentinels elected, so after a Sentinel failover region B is the primary and
+    the streaks start again from zero. ``primary``/``secondary`` are only the defaults for
+    a call without a ``secondary`` check.
 
     Example:
         >>> policy = ThresholdPolicy(latency_ms=50, consecutive=3, recover_consecutive=5)
@@ -156,10 +186,17 @@ class ThresholdPolicy:
 
         Args:
             read_region: where reads go now.
-            check: the latest check of the primary region.
+            check: the latest check of the primary region (the one the Sentinels elected).
             secondary: the latest check of the secondary, if known: reads never move to
                 a secondary that is itself unreachable.
         """
+        if check.region and check.region != self.primary:
+            # Sentinel elected another primary: the streaks counted checks of the old one.
+            self.primary, self.bad_streak, self.good_streak = check.region, 0, 0
+        if secondary is not None and secondary.region:
+            self.secondary = secondary.region
+        elif self.secondary == self.primary:
+            self.secondary = "b" if self.primary == "a" else "a"
         if self.is_bad(check):
             self.bad_streak, self.good_streak = self.bad_streak + 1, 0
         else:
@@ -174,6 +211,81 @@ class ThresholdPolicy:
     def __repr__(self) -> str:
         return (f"ThresholdPolicy(latency_ms={self.latency_ms:g}, consecutive={self.consecutive}, "
                 f"recover_consecutive={self.recover_consecutive})")
+
+
+class DataTrust:
+    """Whether a region's data can be trusted to serve reads, from its ``INFO replication``.
+
+    A PING says a server answers, not that its data is right. A region is *fit* to serve
+    reads when it is
+
+    - the master the Sentinels elected (``elected``), or any master when there is no
+      Sentinel to ask, or a replica seen in sync that is being promoted (its previous
+      replication ID is the one it had as a replica: the Sentinels name it a moment later);
+    - a replica of the elected master whose link is up and which is not in a full sync;
+    - a replica whose link went down (its primary died or is cut off) that the sidecar saw
+      linked before, with the same replication ID: it still holds the data it had, only
+      older. That is what read failover is for.
+
+    It is *unfit* when it is a master the Sentinels did not elect (an old primary back from a
+    crash, empty, or from a partition, with old data: split brain), a replica in a full sync
+    (its dataset is being replaced), a replica of another master, or a replica whose link is
+    down and that the sidecar never saw in sync since it was a master or restarted (a new
+    replication ID).
+
+    Example::
+
+        trust = DataTrust()
+        trust.judge("a", "127.0.0.1:7001", {"role": "master"}, elected="127.0.0.1:7002")
+        # -> "region a (127.0.0.1:7001) is a master the Sentinels did not elect (...)"
+    """
+
+    def __init__(self) -> None:
+        # region -> (role, replication id) of the last time the region was fit
+        self.vouched: dict[str, tuple[str, str]] = {}
+
+    def judge(self, region: str, address: str, info: Mapping[str, Any], elected: str | None) -> str:
+        """Return why ``region`` must not serve reads, or "" when it may.
+
+        Args:
+            region: "a" or "b".
+            address: the region's "host:port" (as in REDIS_A / REDIS_B).
+            info: its ``INFO replication`` as a dict (redis-py's parsing).
+            elected: "host:port" of the master the Sentinels elected; None when unknown.
+        """
+        role = str(info.get("role", ""))
+        replid = str(info.get("master_replid", ""))
+        if role == "master":
+            if elected is not None and elected != address:
+                if self.vouched.get(region) == ("replica", str(info.get("master_replid2", ""))):
+                    # A replica seen in sync, just promoted (its old replication ID moved to
+                    # replid2); the Sentinels announce the switch a moment later.
+                    return ""
+                self.vouched.pop(region, None)
+                return (f"region {region} ({address}) is a master the Sentinels did not elect (an old "
+                        f"primary back after a crash or a partition, empty or with old data: split "
+                        f"brain): not serving reads; the Sentinels' primary is {elected}")
+            self.vouched[region] = ("master", replid)
+            return ""
+        if role != "slave":
+            return ""  # not a Redis we can judge (a test double): PING decides alone
+        follows = f"{info.get('master_host', '')}:{info.get('master_port', '')}"
+        if str(info.get("master_sync_in_progress", 0)) not in ("0", ""):
+            self.vouched.pop(region, None)
+            return (f"region {region} ({address}) is a replica in a full sync from {follows}: its "
+                    f"dataset is being replaced; not serving reads until the sync is done")
+        if elected is not None and follows != elected:
+            self.vouched.pop(region, None)
+            return (f"region {region} ({address}) replicates from {follows}, not from the Sentinels' "
+                    f"primary {elected}: not serving reads")
+        if info.get("master_link_status") == "up":
+            self.vouched[region] = ("replica", replid)
+            return ""
+        if self.vouched.get(region) == ("replica", replid):
+            return ""  # it lost its primary, not its data: stale by the time the link is down
+        return (f"region {region} ({address}) is a replica whose link to {follows} is down, not seen "
+                f"in sync since it restarted or stopped being a master: not serving reads until it "
+                f"is linked")
 
 
 def load_policy(spec: str, args: Mapping[str, Any] | None = None) -> Any:
@@ -294,7 +406,13 @@ class _AlertSender:
 
 
 class Sidecar:
-    """Checks both regions, applies the policy, keeps the state, history and metrics."""
+    """Checks both regions, applies the policy, keeps the state, history and metrics.
+
+    Each round asks a Sentinel which master it elected (when SENTINELS is set), PINGs both
+    regions and reads their ``INFO replication``; a region whose data cannot be trusted
+    (see :class:`DataTrust`) is reported to the policy as a failed check. The policy is
+    called with the elected region's check first.
+    """
 
     def __init__(self, env: Mapping[str, str]) -> None:
         import redis
@@ -328,6 +446,24 @@ class Sidecar:
                 host=host, port=port, password=env.get("REDIS_PASSWORD") or None,
                 socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
                 retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        # Which region is the primary: the one the Sentinels elected, asked every round.
+        # Without SENTINELS it is region A, always (a static primary: a region that comes
+        # back as a second master cannot be told from the real one).
+        self.master_name = env.get("SENTINEL_MASTER") or "mymaster"
+        self.sentinels: list[tuple[str, Any]] = []
+        for item in (env.get("SENTINELS") or "").split(","):
+            if item.strip():
+                host, port = parse_address(item, "SENTINELS")
+                self.sentinels.append((f"{host}:{port}", redis.Redis(
+                    host=host, port=port, password=env.get("REDIS_PASSWORD") or None,
+                    socket_connect_timeout=timeout_s, socket_timeout=timeout_s,
+                    retry=Retry(NoBackoff(), 0), health_check_interval=0, decode_responses=True)))
+        self.elected: dict[str, Any] = {"address": None, "region": None, "sentinel": None, "t": None, "error": ""}
+        self.primary_moves: deque = deque(maxlen=50)
+        self.trust = DataTrust()
+        self.untrusted: dict[str, str] = {}  # region -> why its data cannot be trusted now
+        self.roles: dict[str, str] = {}  # region -> "master" / "slave" from its last INFO
+        self.followed = False  # a Sentinel has named the primary at least once
         self.primary, self.secondary = "a", "b"
         self.read_region = self.primary
         self.since = time.time()
@@ -344,7 +480,7 @@ class Sidecar:
         self.alerts = _AlertSender(env.get("ALERT_URL", ""))
         self.threshold_ms = threshold_ms
         self.stopped = threading.Event()
-        self.pool = ThreadPoolExecutor(max_workers=2)
+        self.pool = ThreadPoolExecutor(max_workers=3)
 
     def ping(self, region: str) -> Check:
         start = time.perf_counter()
@@ -356,10 +492,110 @@ class Sidecar:
             return Check(region, False, round((time.perf_counter() - start) * 1000, 3), t,
                          f"{type(exc).__name__}: {exc}")
 
+    def inspect(self, region: str) -> tuple[Check, dict | None]:
+        """PING a region, then read its ``INFO replication`` (None if the PING failed)."""
+        check = self.ping(region)
+        if not check.ok:
+            return check, None
+        try:
+            return check, self.clients[region].info("replication")
+        except Exception as exc:
+            # It answered a PING but not INFO within the timeout: as good as down.
+            return Check(region, False, check.latency_ms, check.t,
+                         f"INFO replication failed after a PING: {type(exc).__name__}: {exc}"), None
+
+    def ask_sentinels(self) -> tuple[str | None, str, str]:
+        """Return (elected master "host:port" or None, the Sentinel that answered, errors).
+
+        The Sentinel that answered last is asked first; on an error, the next one.
+        """
+        errors = []
+        for i, (where, client) in enumerate(self.sentinels):
+            try:
+                answer = client.sentinel_get_master_addr_by_name(self.master_name)
+            except Exception as exc:
+                errors.append(f"Sentinel {where}: {type(exc).__name__}: {exc}")
+                continue
+            if not answer:
+                errors.append(f"Sentinel {where} knows no master named {self.master_name!r}")
+                continue
+            if i:  # remember who answered: ask it first next time
+                self.sentinels.insert(0, self.sentinels.pop(i))
+            return f"{answer[0]}:{int(answer[1])}", where, "; ".join(errors)
+        return None, "", "; ".join(errors)
+
     def check_once(self) -> None:
-        """PING both regions at once, then apply the policy and raise alerts."""
-        a, b = self.pool.map(self.ping, (self.primary, self.secondary))
-        self.apply(a, b)
+        """Ask a Sentinel, check both regions at once, judge their data, apply the policy."""
+        asked = self.pool.submit(self.ask_sentinels) if self.sentinels else None
+        inspected = dict(zip(("a", "b"), self.pool.map(self.inspect, ("a", "b"))))
+        elected = None
+        if asked is not None:
+            address, where, errors = asked.result()
+            elected = self.follow(address, where, errors)
+        checks = {r: self.judge(check, info, elected) for r, (check, info) in inspected.items()}
+        self.apply(checks[self.primary], checks[self.secondary])
+
+    def judge(self, check: Check, info: Mapping[str, Any] | None, elected: str | None) -> Check:
+        """Turn a healthy check of a region whose data cannot be trusted into a failed one."""
+        region = check.region
+        if info is None:
+            self.untrusted.pop(region, None)  # unreachable: the PING's failure says enough
+            return check
+        self.roles[region] = str(info.get("role", ""))
+        problem = self.trust.judge(region, self.addresses[region], info, elected)
+        if not problem:
+            self.untrusted.pop(region, None)
+            return check
+        if self.untrusted.get(region) != problem:
+            logger.warning("Not reading from region %s: %s.", region, problem)
+        self.untrusted[region] = problem
+        return Check(region, False, check.latency_ms, check.t, problem)
+
+    def follow(self, address: str | None, sentinel: str, errors: str) -> str | None:
+        """Make the region the Sentinels elected the primary; return the elected address.
+
+        Returns None (judge data without it) when no Sentinel answered or the address is
+        neither REDIS_A nor REDIS_B; the primary then stays where it was.
+        """
+        now = time.time()
+        with self.lock:
+            if address is None:
+                if not self.elected["error"]:
+                    logger.warning("No Sentinel answered which master is elected (%s); the primary "
+                                   "stays region %s.", errors, self.primary)
+                self.elected.update(error=errors or "no answer", t=now)
+                return None
+            region = next((r for r, a in self.addresses.items() if a == address), None)
+            self.elected.update(address=address, region=region, sentinel=sentinel, t=now, error="")
+            if region is None:
+                self.elected["error"] = (f"the elected master {address} is neither REDIS_A "
+                                         f"({self.addresses['a']}) nor REDIS_B ({self.addresses['b']})")
+                logger.warning("%s; the primary stays region %s.", self.elected["error"], self.primary)
+                return None
+            if region != self.primary:
+                self._move_primary(region, address, sentinel, now)
+            self.followed = True
+            return address
+
+    def _move_primary(self, region: str, address: str, sentinel: str, now: float) -> None:
+        old = self.primary
+        self.primary, self.secondary = region, old
+        if not self.followed and not self.decisions:
+            # The sidecar started after a failover: begin where the primary is, quietly.
+            self.read_region, self.since = region, now
+            logger.info("The Sentinels name region %s (%s) as primary; reads start there.", region, address)
+            return
+        self.primary_moves.append({"t": now, "from": old, "to": region, "address": address, "sentinel": sentinel})
+        logger.warning("The Sentinels elected region %s (%s) as primary (was region %s).", region, address, old)
+        self.alerts.send(alert("firing", "PrimaryMoved", region,
+                               f"The Sentinels elected region {region} ({address}) as the primary, "
+                               f"instead of region {old}; the sidecar now checks it as the primary "
+                               f"read region.", now))
+        if self.read_region == region and self.failover_started is not None:
+            self.alerts.send(alert("resolved", "ReadFailover", region,
+                                   f"Feature reads are on the primary region {region} (elected by the "
+                                   f"Sentinels).", self.failover_started, now))
+            self.failover_started = None
 
     def apply(self, primary: Check, secondary: Check) -> None:
         with self.lock:
@@ -379,10 +615,17 @@ class Sidecar:
             if new not in self.clients:
                 logger.warning("The policy returned %r, not a region (a or b); ignored.", new)
                 new = self.read_region
+            reason = None
+            other = secondary if new == primary.region else primary
+            if new in self.untrusted and other.ok and other.region not in self.untrusted:
+                # Whatever the policy says (a learner's may name regions by letter): never
+                # serve reads from data known to be wrong while the other region is fit.
+                reason = f"the policy chose region {new}, but {self.untrusted[new]}"
+                new = other.region
             if new != self.read_region:
-                self._switch(new, primary)
+                self._switch(new, primary, reason)
             for check in (primary, secondary):
-                self.history.append({**asdict(check), "read_region": self.read_region})
+                self.history.append({**asdict(check), "read_region": self.read_region, "primary": self.primary})
 
     def _track_down(self, check: Check) -> None:
         region = check.region
@@ -403,10 +646,10 @@ class Sidecar:
                                    f"Redis of region {region} answers health checks again "
                                    f"({self.up_after} in a row).", started, check.t))
 
-    def _switch(self, new: str, check: Check) -> None:
+    def _switch(self, new: str, check: Check, reason: str | None = None) -> None:
         old, now = self.read_region, time.time()
-        reason = (f"primary check: ok={check.ok}, latency {check.latency_ms} ms"
-                  + (f", {check.error}" if check.error else ""))
+        reason = reason or (f"primary {check.region} check: ok={check.ok}, latency {check.latency_ms} ms"
+                            + (f", {check.error}" if check.error else ""))
         self.decisions.append({"t": now, "from": old, "to": new, "reason": reason})
         self.read_region, self.since = new, now
         logger.warning("Reads move from region %s to region %s (%s).", old, new, reason)
@@ -416,6 +659,7 @@ class Sidecar:
                                    f"Feature reads moved from region {old} to region {new}: {reason}.", now))
         else:
             started = self.failover_started or now
+            self.failover_started = None
             self.alerts.send(alert("resolved", "ReadFailover", new,
                                    f"Feature reads are back on the primary region {new}.", started, now))
 
@@ -439,6 +683,7 @@ class Sidecar:
         return {"region": region, "address": self.addresses[region],
                 "ok": check.ok if check else None, "latency_ms": check.latency_ms if check else None,
                 "error": check.error if check else "", "t": check.t if check else None,
+                "role": self.roles.get(region), "untrusted": self.untrusted.get(region, ""),
                 "consecutive_bad": self.bad[region], "consecutive_good": self.good[region],
                 "down_since": self.down[region]}
 
@@ -448,6 +693,8 @@ class Sidecar:
                     "primary": self._region_view(self.primary),
                     "secondary": self._region_view(self.secondary),
                     "decisions": list(self.decisions)[-20:], "policy": repr(self.policy),
+                    "elected": {k: v for k, v in self.elected.items()},
+                    "primary_moves": list(self.primary_moves)[-20:],
                     "check_interval_ms": self.interval_s * 1000,
                     "alerts": {"sent": self.alerts.sent, "failed": self.alerts.failed}}
 
@@ -470,6 +717,12 @@ class Sidecar:
             text.family("sidecar_region_up", "gauge", "0 while a region is considered down.")
             for r in self.clients:
                 text.sample("sidecar_region_up", int(self.down[r] is None), region=r)
+            text.family("sidecar_primary_region", "gauge", "1 for the region checked as the primary.")
+            for r in self.clients:
+                text.sample("sidecar_primary_region", int(r == self.primary), region=r)
+            text.family("sidecar_region_untrusted", "gauge", "1 while a region's data cannot be trusted.")
+            for r in self.clients:
+                text.sample("sidecar_region_untrusted", int(r in self.untrusted), region=r)
             text.family("sidecar_read_switches_total", "counter", "Times reads changed region.")
             text.sample("sidecar_read_switches_total", sum(1 for _ in self.decisions))
             text.family("sidecar_alerts_sent_total", "counter", "Alerts delivered to ALERT_URL.")
@@ -648,7 +901,7 @@ def start_sidecar(
 
     Args:
         env: the connection variables, e.g. ``fs.connection_env()`` (REDIS_A, REDIS_B,
-            REDIS_PASSWORD).
+            REDIS_PASSWORD, and SENTINELS/SENTINEL_MASTER to follow the elected primary).
         name: the child's name.
         port: the port; a free one by default.
         alert_url: ALERT_URL, e.g. ``receiver.url + "/alerts"``; None sends no alerts.

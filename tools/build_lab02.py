@@ -51,7 +51,7 @@ md("""
             region A                         region B                    witness site
   writer ─▶ redis-a (primary) ──replication──▶ redis-b (replica)
             sentinel-a                       sentinel-b                  sentinel-w
-  fraud API ◀── reads from A or B, as the sidecar says ──┘   (the sidecar PINGs both regions)
+  fraud API ◀── reads from A or B, as the sidecar says ──┘   (the sidecar checks both regions)
 ```
 
 **Sentinel** watches the primary; when a quorum (2 of 3) agrees it has been silent for
@@ -59,6 +59,12 @@ md("""
 Sentinels (`Sentinel.master_for`) follow. Measured on this topology: **write RTO ≈ down-after +
 ~1.25 s**. Writes fail over; **reads** are the sidecar's job: it can move them in a fraction of a
 second, to a replica that may be slightly behind (stale).
+
+The sidecar asks the Sentinels which region is the primary, and reads each region's
+`INFO replication`, because a PING cannot tell good data from bad: an old primary back from a crash
+(empty) or a partition (with old data) answers PINGs perfectly while it is a master nobody elected,
+and then while it resyncs. The sidecar reports such a region to the read policy as a **failed**
+check, and never sends reads to it.
 
 | option | what it gives | fits when |
 | --- | --- | --- |
@@ -153,37 +159,41 @@ display(board.check_true("down-after meets the write RTO target", lambda: down_a
 md("""
 ### Exercise 2 · A read-failover policy
 
-The sidecar PINGs region A (the primary read region) and region B every `CHECK_INTERVAL_MS`, and
-after every round calls `policy.decide(read_region, check, secondary)`: `check` is the latest check
-of A, `secondary` that of B (each a `Check` with `.ok` and `.latency_ms`); it returns the region
-that should serve reads, `"a"` or `"b"`. Complete `decide`:
+Every `CHECK_INTERVAL_MS` the sidecar asks the Sentinels which region is the primary (A at first,
+B after a failover), checks both regions, and calls `policy.decide(read_region, check, secondary)`:
+`check` is the latest check of the **primary**, `secondary` that of the other region (each a `Check`
+with `.region`, `.ok` and `.latency_ms`; a region whose data cannot be trusted arrives as a failed
+check). It returns the region that should serve reads, `check.region` or `secondary.region`.
+Complete `decide`:
 
 - a check is **bad** if it failed (`not check.ok`) or took longer than `latency_ms`;
-- move reads to `"b"` after `consecutive` bad checks **in a row**, if B itself answered;
-- come back to `"a"` only after `recover_consecutive` good checks in a row (**hysteresis**);
+- move reads to the secondary after `consecutive` bad checks of the primary **in a row**, if the
+  secondary itself is ok;
+- come back to the primary only after `recover_consecutive` good checks in a row (**hysteresis**);
 - otherwise keep `read_region`.
 
 The class runs in the sidecar's process, not here: keep it self-contained.
 """)
 code("""
 class ReadFailoverPolicy:
-    \"\"\"Reads to B after `consecutive` bad checks of A; back after `recover_consecutive` good ones.\"\"\"
+    \"\"\"Reads to the secondary after `consecutive` bad checks of the primary; back after `recover_consecutive` good ones.\"\"\"
 
     def __init__(self, latency_ms=80, consecutive=3, recover_consecutive=5):
         self.latency_ms = latency_ms
         self.consecutive = consecutive
         self.recover_consecutive = recover_consecutive
-        self.bad = 0   # bad checks of A in a row
-        self.good = 0  # good checks of A in a row
+        self.bad = 0   # bad checks of the primary in a row
+        self.good = 0  # good checks of the primary in a row
 
-    def decide(self, read_region, check, secondary=None):
-        # BEGIN SOLUTION count bad/good checks in a row, then return "a" or "b"
+    def decide(self, read_region, check, secondary):
+        # BEGIN SOLUTION count bad/good checks in a row, then return check.region or secondary.region
+        primary, other = check.region, secondary.region
         bad = not check.ok or check.latency_ms is None or check.latency_ms > self.latency_ms
         self.bad, self.good = (self.bad + 1, 0) if bad else (0, self.good + 1)
-        if read_region == "a" and self.bad >= self.consecutive and (secondary is None or secondary.ok):
-            return "b"
-        if read_region == "b" and self.good >= self.recover_consecutive:
-            return "a"
+        if read_region == primary and self.bad >= self.consecutive and secondary.ok:
+            return other
+        if read_region != primary and self.good >= self.recover_consecutive:
+            return primary
         return read_region
         # END SOLUTION
 """)
@@ -350,10 +360,13 @@ plot_reads(cut, title="Partition of region A, then heal: each read of POST /scor
 md("""
 How to read it: the reads that hit A after the partition wait for the API's Redis timeout
 (200 ms) before it tries B; once the sidecar has seen `consecutive` bad checks, reads go straight to B.
-Writes stop until `+switch-master`. After the heal, look at `stale_reads_pct` above: the sidecar
-sends reads back to A as soon as A answers PINGs, but for a few seconds **A is still the old
-primary** with the data of before the partition, until Sentinel turns it into a replica of B.
-Health is not freshness.
+Writes stop until `+switch-master`; from then on the sidecar treats B as the primary, because the
+Sentinels elected it (`PrimaryMoved` among the alerts). After the heal A answers PINGs again, but
+for a few seconds **A is still the old primary**, a master nobody elected, with the data of before
+the partition; then Sentinel turns it into a replica of B and it resyncs. The sidecar reports A as
+a failed check all that time, so reads stay on B and `stale_reads_pct` above is about 0. A sidecar
+that judged regions by PING alone sent reads back to A here: about 30 % of the reads of this drill
+were stale. Health is not freshness.
 """)
 code("""
 read_bound_s = CHECK_INTERVAL_MS / 1000 * policy_args["consecutive"] + READ_RTO_SLACK_S
@@ -410,6 +423,26 @@ address (a stale DNS entry, a hard-coded config) has its writes accepted, and lo
 code("""
 returned = fs.restart_old_primary()
 returned
+""")
+md("""
+Meanwhile the scoring API read nothing from A: the sidecar follows the Sentinels (region B is its
+primary now) and judged A by its `INFO replication`, not by its PING. Its verdicts on A's checks
+since the restart:
+""")
+code("""
+def verdict(check):
+    if check["ok"]:
+        return "fit: a linked replica of B"
+    for words, label in (("did not elect", "a master nobody elected"), ("full sync", "a replica in a full sync"),
+                         ("link", "a replica not linked yet")):
+        if words in check["error"]:
+            return "unfit: " + label
+    return "unreachable"
+
+seen = httpx.get(sidecar.url + "/history", params={"since": returned.started_at}, timeout=5).json()
+state = httpx.get(sidecar.url + "/state", timeout=5).json()
+print(f"sidecar: primary region {state['primary']['region']}, reads on region {state['read_region']}")
+pd.Series([verdict(h) for h in seen if h["region"] == "a"], dtype=object).value_counts()
 """)
 
 # ----------------------------------------------------------------------------- RPO

@@ -152,3 +152,130 @@ def test_a_policy_that_raises_or_answers_nonsense_leaves_reads_where_they_are():
 def test_missing_region_address_is_a_clear_error():
     with pytest.raises(ValueError, match="REDIS_B is not set"):
         Sidecar({"REDIS_A": "127.0.0.1:1"})
+
+
+# --------------------------------------------------------------------------- data trust
+
+from hadrlab.sidecar import DataTrust  # noqa: E402
+
+A, B = "127.0.0.1:7001", "127.0.0.1:7002"
+
+
+def _replica(of=A, link="up", syncing=0, replid="r1"):
+    host, port = of.split(":")
+    return {"role": "slave", "master_host": host, "master_port": int(port), "master_link_status": link,
+            "master_sync_in_progress": syncing, "master_replid": replid}
+
+
+def test_the_elected_master_and_its_linked_replica_are_fit():
+    trust = DataTrust()
+    assert trust.judge("a", A, {"role": "master", "master_replid": "r1"}, elected=A) == ""
+    assert trust.judge("b", B, _replica(of=A), elected=A) == ""
+
+
+def test_a_master_the_sentinels_did_not_elect_is_unfit():
+    problem = DataTrust().judge("a", A, {"role": "master", "master_replid": "new"}, elected=B)
+    assert "did not elect" in problem and "not serving reads" in problem and B in problem
+
+
+def test_without_sentinel_any_master_is_fit_and_only_the_replica_link_is_judged():
+    trust = DataTrust()
+    assert trust.judge("a", A, {"role": "master"}, elected=None) == ""
+    assert "full sync" in trust.judge("b", B, _replica(syncing=1), elected=None)
+    assert "link" in trust.judge("b", B, _replica(link="down"), elected=None)  # never seen linked
+
+
+def test_a_replica_in_a_full_sync_or_of_another_master_is_unfit():
+    trust = DataTrust()
+    assert "full sync" in trust.judge("a", A, _replica(of=B, link="down", syncing=1), elected=B)
+    assert "not from the Sentinels' primary" in trust.judge("a", A, _replica(of="127.0.0.1:9"), elected=B)
+
+
+def test_a_replica_that_lost_its_primary_keeps_serving_what_it_has():
+    """Read failover: B, seen in sync, stays fit while A is dead; not after a restart."""
+    trust = DataTrust()
+    assert trust.judge("b", B, _replica(replid="r1"), elected=A) == ""
+    assert trust.judge("b", B, _replica(link="down", replid="r1"), elected=A) == ""
+    assert "link" in trust.judge("b", B, _replica(link="down", replid="fresh"), elected=A)
+
+
+def test_a_replica_being_promoted_is_fit_before_the_sentinels_announce_it():
+    trust = DataTrust()
+    assert trust.judge("b", B, _replica(replid="r1"), elected=A) == ""
+    promoted = {"role": "master", "master_replid": "r2", "master_replid2": "r1"}
+    assert trust.judge("b", B, promoted, elected=A) == ""
+    assert "did not elect" in DataTrust().judge("b", B, promoted, elected=A)  # never seen in sync
+
+
+def test_a_demoted_old_primary_is_unfit_until_linked():
+    trust = DataTrust()
+    assert trust.judge("a", A, {"role": "master", "master_replid": "r1"}, elected=A) == ""
+    # a partition heals: A, demoted, still has its replication id but not the new data
+    assert trust.judge("a", A, _replica(of=B, link="down", replid="r1"), elected=B) != ""
+    assert trust.judge("a", A, _replica(of=B, link="up", replid="r2"), elected=B) == ""
+
+
+def _sentinel_sidecar(**env):
+    return _sidecar(REDIS_A=A, REDIS_B=B, SENTINELS="127.0.0.1:1,127.0.0.1:2", SENTINEL_MASTER="features", **env)
+
+
+def test_an_untrusted_region_is_a_failed_check_for_every_policy():
+    sidecar = _sentinel_sidecar()
+    check = sidecar.judge(Check("a", True, 1.0, 5.0), {"role": "master"}, elected=B)
+    assert check.ok is False and check.latency_ms == 1.0 and "did not elect" in check.error
+    assert sidecar.judge(Check("b", True, 1.0), {"role": "master"}, elected=B).ok is True
+    assert sidecar.judge(Check("a", False, error="TimeoutError"), None, elected=B).error == "TimeoutError"
+
+
+def test_the_sidecar_follows_the_elected_primary_and_alerts_once():
+    sidecar = _sentinel_sidecar()
+    sent = []
+    sidecar.alerts.send = sent.append
+    assert sidecar.follow(A, "127.0.0.1:1", "") == A and sidecar.primary == "a"
+    for t in range(2):  # A dies: reads move to B, the replica
+        sidecar.apply(Check("a", False, 100.0, t, "ConnectionError"), Check("b", True, 1.0, t))
+    assert sidecar.state()["read_region"] == "b"
+    assert sidecar.follow(B, "127.0.0.1:1", "") == B
+    sidecar.follow(B, "127.0.0.1:2", "")
+    state = sidecar.state()
+    assert state["primary"]["region"] == "b" and state["secondary"]["region"] == "a"
+    assert [(m["from"], m["to"]) for m in state["primary_moves"]] == [("a", "b")]
+    assert [(a["status"], a["labels"]["alertname"]) for a in sent][-2:] == [
+        ("firing", "PrimaryMoved"), ("resolved", "ReadFailover")]
+    # an address that is neither region: judged without Sentinel, primary unchanged
+    assert sidecar.follow("127.0.0.1:9", "127.0.0.1:1", "") is None and sidecar.primary == "b"
+    assert sidecar.follow(None, "", "Sentinel 127.0.0.1:1: ConnectionError") is None
+
+
+def test_a_sidecar_started_after_a_failover_begins_on_the_elected_primary_quietly():
+    sidecar = _sentinel_sidecar()
+    sent = []
+    sidecar.alerts.send = sent.append
+    sidecar.follow(B, "127.0.0.1:1", "")
+    assert (sidecar.primary, sidecar.read_region) == ("b", "b") and sent == []
+
+
+def test_reads_never_go_to_an_untrusted_region_whatever_the_policy_says():
+    class LettersPolicy:  # a policy that knows only the letters: "a" is the primary
+        def decide(self, read_region, check, secondary=None):
+            return "a"
+
+    sidecar = _sentinel_sidecar()
+    sidecar.policy = LettersPolicy()
+    sidecar.follow(B, "127.0.0.1:1", "")
+    a = sidecar.judge(Check("a", True, 1.0, 1.0), {"role": "master"}, elected=B)
+    sidecar.apply(Check("b", True, 1.0, 1.0), a)
+    assert sidecar.state()["read_region"] == "b"
+    linked = sidecar.judge(Check("a", True, 1.0, 2.0), _replica(of=B), elected=B)
+    sidecar.apply(Check("b", True, 1.0, 2.0), linked)
+    assert sidecar.state()["read_region"] == "a"  # A is a linked replica now: the policy's choice stands
+
+
+def test_threshold_policy_counts_again_when_the_primary_changes():
+    policy = ThresholdPolicy(latency_ms=50, consecutive=2, recover_consecutive=2)
+    assert _run(policy, [DOWN]) == ["a"]
+    # Sentinel elected B: its checks come first now; A's bad streak does not count against B
+    b_down = Check("b", False, error="TimeoutError")
+    assert policy.decide("b", b_down, OK) == "b"
+    assert policy.decide("b", b_down, OK) == "a"
+    assert PrimaryOnlyPolicy().decide("a", B_OK, OK) == "b"
