@@ -7,7 +7,7 @@ which is part of what is measured. See ``bench/README.md`` for what each figure 
 
     bench_lab01_balancer   lb_overhead_ratio, lb_cpu_ratio
     bench_lab01_kill       replica_kill_availability (+ three configurations without target)
-    bench_lab01_probes     liveness_detection_ratio, liveness_restart_s,
+    bench_lab01_probes     liveness_detection_ratio, liveness_failed_s,
                            readiness_detection_s, readiness_removal_s
 """
 

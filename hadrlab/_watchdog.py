@@ -2,8 +2,13 @@
 
 Run as ``python -m hadrlab._watchdog PARENT_PID RUN_DIR`` with stdin a pipe that only the
 parent holds. A read returns EOF the moment the parent exits (normally, by SIGKILL, by a
-kernel restart); then every child the parent recorded in RUN_DIR is stopped: SIGTERM to its
-process group, a short grace period, then SIGKILL.
+kernel restart); then every process the parent started is stopped: SIGTERM, a short grace
+period, then SIGKILL.
+
+The children are found by the environment they carry (``HADRLAB_RUN_HOME`` = this home and
+``HADRLAB_OWNER`` = the parent's pid), not only by the registry in RUN_DIR: that finds a
+child started a moment before the parent died (not yet registered) and what the children
+started themselves, and never signals a process that merely reuses a recorded pid.
 """
 
 from __future__ import annotations
@@ -16,47 +21,42 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 
-def _groups_of(owner: int, run_dir: Path) -> list[tuple[int, Path]]:
-    groups = []
-    for path in run_dir.glob("*.json"):
-        with contextlib.suppress(OSError, ValueError):
-            entry = json.loads(path.read_text())
-            if entry.get("owner") == owner:
-                groups.append((int(entry["pid"]), path))
-    return groups
+TAG, OWNER = "HADRLAB_RUN_HOME", "HADRLAB_OWNER"
 
 
-def _alive(pgid: int) -> bool:
-    """True while the group's leader runs (a zombie, waiting to be reaped, counts as gone)."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:
-        import psutil
-
-        return psutil.Process(pgid).status() != psutil.STATUS_ZOMBIE
-    except Exception:
-        return False
+def _children_of(owner: int, home: str) -> list[psutil.Process]:
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid in (me, owner):
+            continue
+        with contextlib.suppress(psutil.Error):
+            env = proc.environ()
+            if env.get(TAG) == home and env.get(OWNER) == str(owner):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+    return found
 
 
 def reap(owner: int, run_dir: Path, grace_s: float = 3.0) -> int:
-    """Stop every process group recorded for ``owner``. Returns how many there were."""
-    groups = _groups_of(owner, run_dir)
-    for pgid, _ in groups:
-        for sig in (signal.SIGCONT, signal.SIGTERM):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(_alive(p) for p, _ in groups):
-        time.sleep(0.05)
-    for pgid, path in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    return len(groups)
+    """Stop every process ``owner`` started (and what they started). Returns how many."""
+    procs = _children_of(owner, str(run_dir.parent))
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=2)
+    for path in run_dir.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("owner") == owner:
+                path.unlink()
+    return len(procs)
 
 
 def main() -> None:
@@ -66,7 +66,7 @@ def main() -> None:
         pass  # the parent never writes; EOF means it is gone
     n = reap(owner, run_dir)
     if n:
-        print(f"{time.strftime('%H:%M:%S')} parent {owner} died; stopped {n} children", flush=True)
+        print(f"{time.strftime('%H:%M:%S')} parent {owner} died; stopped {n} processes", flush=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 import sys
 import time
@@ -460,6 +461,16 @@ def _body_bytes(body: Any) -> bytes | None:
     return json.dumps(body).encode("utf-8")
 
 
+def _require_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> None:
+    """Refuse a load setting that is not a number of the right size, saying what to pass."""
+    kind = "a whole number" if integer else "a number"
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
+    if ok and integer:
+        ok = float(value).is_integer()
+    if not ok or value < minimum:
+        raise ValueError(f"{name} must be {kind} >= {minimum:g}; got {value!r}.")
+
+
 def start_load(
     url: str,
     *,
@@ -493,10 +504,14 @@ def start_load(
     Returns:
         A :class:`LoadRun`; its ``started_at`` is when locust started the test.
     """
-    if not url.startswith(("http://", "https://")):
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ValueError(f"url must start with http:// or https://, got {url!r}.")
-    if int(users) < 1:
-        raise ValueError(f"users must be at least 1, got {users!r}.")
+    _require_number("users", users, minimum=1, integer=True)
+    _require_number("duration_s", duration_s, minimum=0.5)
+    _require_number("timeout_s", timeout_s, minimum=0.001)
+    _require_number("wait_ms", wait_ms, minimum=0)
+    if spawn_rate is not None:
+        _require_number("spawn_rate", spawn_rate, minimum=0.001)
     if not path.startswith("/"):
         raise ValueError(f"path must start with '/', got {path!r}.")
     users = int(users)
@@ -534,18 +549,22 @@ def start_load(
         "--exit-code-on-error", "0",
     ]
     child = start_process(name, cmd, env=env, cwd=run_dir)
-    run = LoadRun(
-        child,
-        run_dir=run_dir,
-        url=url.rstrip("/"),
-        users=users,
-        duration_s=duration,
-        stop_timeout_s=stop_timeout,
-        path=path,
-        method=method.upper(),
-        name=name,
-    )
-    run.wait_started()
+    try:
+        run = LoadRun(
+            child,
+            run_dir=run_dir,
+            url=url.rstrip("/"),
+            users=users,
+            duration_s=duration,
+            stop_timeout_s=stop_timeout,
+            path=path,
+            method=method.upper(),
+            name=name,
+        )
+        run.wait_started()
+    except BaseException:  # interrupted, or locust never started: leave nothing running
+        child.stop(timeout_s=2)
+        raise
     return run
 
 

@@ -49,8 +49,10 @@ __all__ = [
 
 HOST = "127.0.0.1"
 _ENV_HOME = "HADRLAB_HOME"
-# Every child carries this variable, so leftovers (and their own children) can be found.
+# Every child carries these variables, so leftovers (and their own children) can be found,
+# and a watchdog finds the children of a dead parent even before they were registered.
 _ENV_TAG = "HADRLAB_RUN_HOME"
+_ENV_OWNER = "HADRLAB_OWNER"
 
 
 def home_dir() -> Path:
@@ -210,6 +212,7 @@ class Child:
                 self.signal(signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.popen.wait(timeout=5)
+        _kill_group_members(self.pid)  # anything the child started and left behind
         _unregister(self.pid)
         with _lock:
             _children.discard(self)
@@ -220,6 +223,16 @@ class Child:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _kill_group_members(pgid: int) -> None:
+    """SIGKILL what is left in process group ``pgid``, if it carries our tag (pids get reused)."""
+    import psutil
+
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(proc.pid) == pgid and proc.environ().get(_ENV_TAG) == str(home_dir()):
+                proc.kill()
 
 
 _lock = threading.Lock()
@@ -240,14 +253,15 @@ def _ensure_cleanup() -> None:
         # process dies for any reason the read returns EOF and the watchdog stops our
         # children. It runs in its own session so a runner that kills our process
         # group does not kill it before it has done its job.
-        _watchdog = subprocess.Popen(
-            [sys.executable, "-m", "hadrlab._watchdog", str(os.getpid()), str(_run_dir())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=open(_log_dir() / "watchdog.log", "ab"),
-            start_new_session=True,
-            env={**os.environ, _ENV_TAG: str(home_dir())},
-        )
+        with open(_log_dir() / "watchdog.log", "ab") as log:
+            _watchdog = subprocess.Popen(
+                [sys.executable, "-m", "hadrlab._watchdog", str(os.getpid()), str(_run_dir())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+                env={**os.environ, _ENV_TAG: str(home_dir())},
+            )
         _watchdog_owner = os.getpid()
 
 
@@ -298,10 +312,10 @@ def start_process(
     """
     if port is not None:
         check_port_free(port)
-    argv = [str(a).replace("{port}", str(port)) for a in cmd]
+    argv = [str(a).replace("{port}", str(port)) if port is not None else str(a) for a in cmd]
     _ensure_cleanup()
     log_path = _log_dir() / f"{name}-{time.strftime('%H%M%S')}-{time.time_ns() % 10**6}.log"
-    child_env = {**os.environ, **(env or {}), _ENV_TAG: str(home_dir())}
+    child_env = {**os.environ, **(env or {}), _ENV_TAG: str(home_dir()), _ENV_OWNER: str(os.getpid())}
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     with open(log_path, "ab") as log:
         try:
@@ -358,6 +372,7 @@ def wait_until(
     Raises ProcessExited if ``child`` exits meanwhile, ServiceNotReady on timeout.
     """
     start = time.monotonic()
+    last_error = ""
     while True:
         if child is not None and not child.alive():
             raise ProcessExited(
@@ -365,12 +380,16 @@ def wait_until(
                 f"{describe}; last log line: {child.last_log_line()!r} "
                 f"(full log: {child.log_path})."
             )
-        with contextlib.suppress(Exception):
+        try:
             if predicate():
                 return time.monotonic() - start
+        except Exception as exc:  # not ready yet (refused, timed out...): remember why
+            last_error = f"{type(exc).__name__}: {exc}"
         if time.monotonic() - start > timeout_s:
             who = f"'{child.name}' " if child is not None else ""
             last = f"; last log line: {child.last_log_line()!r}" if child is not None else ""
+            if last_error:
+                last += f"; the last check raised {last_error}"
             raise ServiceNotReady(
                 f"{who}did not satisfy {describe} within {timeout_s:g} s{last}. "
                 f"Check the log{f' at {child.log_path}' if child else ''}; "

@@ -48,18 +48,24 @@ def hadrlab_home() -> Path:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run if any process a test started is still running."""
-    from hadrlab.processes import list_leftovers, stop_children, stop_registered
+    from hadrlab.processes import _children, list_leftovers, stop_children, stop_registered
 
+    # Children a test started in this process and never stopped are leaks too: name them
+    # before stopping them.
+    forgotten = [f"  pid {c.pid}: {c.name} ({' '.join(c.cmd)[:100]})" for c in list(_children) if c.alive()]
     stop_children()
     deadline = time.monotonic() + 10
     left = list_leftovers()
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
         left = list_leftovers()
+    lines = forgotten + [f"  pid {e['pid']}: {e['cmd'][:120]}" for e in left]
     if left:
         stop_registered()
+    if lines:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        lines = "\n".join(f"  pid {e['pid']}: {e['cmd'][:120]}" for e in left)
         if reporter:
-            reporter.write_line(f"\nLEAK: processes outlived the tests that started them:\n{lines}", red=True)
+            reporter.write_line(
+                "\nLEAK: processes outlived the tests that started them:\n" + "\n".join(lines), red=True
+            )
         session.exitstatus = 1

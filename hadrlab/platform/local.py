@@ -276,10 +276,10 @@ class LocalPlatform(Platform):
         objects = validate_manifests(manifests)
         result = ApplyResult()
         with self._lock:
+            self._check_service_ports(objects)  # before anything changes: refuse whole
             for obj in objects:
                 action = self._apply_one(obj)
                 result.append(AppliedObject(obj.kind, obj.name, action, obj.not_honoured, obj.notes))
-            self._check_service_ports()
         self._ensure_controller()
         self._sync_endpoints()
         if not (self.quiet if quiet is None else quiet):
@@ -330,16 +330,25 @@ class LocalPlatform(Platform):
             return "configured" if existed else "created"
         return "skipped"
 
-    def _check_service_ports(self) -> None:
-        for svc in self._services.values():
-            for dep in self._deployments.values():
-                if not _selects(svc.spec.selector, dep.spec.labels):
+    def _check_service_ports(self, incoming: Sequence[ManifestObject] = ()) -> None:
+        """Refuse a Service whose targetPort the pods it selects do not declare, checking
+        what is running together with what is being applied."""
+        services = {name: svc.spec for name, svc in self._services.items()}
+        deployments = {name: dep.spec for name, dep in self._deployments.items()}
+        for obj in incoming:
+            if obj.kind == "Service":
+                services[obj.name] = obj.spec
+            elif obj.kind == "Deployment":
+                deployments[obj.name] = obj.spec
+        for svc_spec in services.values():
+            for dep_spec in deployments.values():
+                if not _selects(svc_spec.selector, dep_spec.labels):
                     continue
-                c = dep.spec.container
-                if svc.spec.target_port not in (c.port, c.port_name):
+                c = dep_spec.container
+                if svc_spec.target_port not in (c.port, c.port_name):
                     raise ManifestError(
-                        f"Service {svc.spec.name!r} targets port {svc.spec.target_port!r}, but the "
-                        f"pods of Deployment {dep.spec.name!r} declare containerPort {c.port!r}"
+                        f"Service {svc_spec.name!r} targets port {svc_spec.target_port!r}, but the "
+                        f"pods of Deployment {dep_spec.name!r} declare containerPort {c.port!r}"
                         f"{f' named {c.port_name!r}' if c.port_name else ''}. Set targetPort to "
                         f"the container port's number or name."
                     )
@@ -502,8 +511,10 @@ class LocalPlatform(Platform):
             return pod.eligible
         return not pod.eligible
 
-    def _set_ready(self, pod: _Pod, ready: bool, detail: str) -> None:
+    def _set_ready(self, pod: _Pod, ready: bool, detail: str, inst: _Instance | None = None) -> None:
         with self._lock:
+            if ready and inst is not None and (inst is not pod.instance or inst.stopped.is_set()):
+                return  # the container this probe watched has exited meanwhile: not ready
             if pod.ready != ready:
                 pod.ready = ready
                 self._record("ready" if ready else "unready", pod.name, detail, pod.deployment)
@@ -699,7 +710,7 @@ class LocalPlatform(Platform):
     def _on_probe(self, pod: _Pod, inst: _Instance, kind: str, change: str, detail: str, tracker: ProbeTracker) -> None:
         if kind == "readiness":
             if change == "passing":
-                self._set_ready(pod, True, f"readiness probe passed {tracker.successes}x ({detail})")
+                self._set_ready(pod, True, f"readiness probe passed {tracker.successes}x ({detail})", inst)
             else:
                 self._set_ready(pod, False, f"readiness probe failed {tracker.failures}x ({detail})")
         elif kind == "startup" and change == "passing":

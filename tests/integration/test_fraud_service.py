@@ -119,7 +119,7 @@ def test_both_regions_down_is_a_fast_503_with_the_reason():
         pair.stop()
     for answer, took in ((hung, hung_s), (gone, gone_s)):
         assert answer.status_code == 503
-        assert took < 1.0
+        assert took < 2.5  # fast, not a hang: two 200 ms timeouts plus a busy machine
         assert "region a" in answer.json()["detail"] and "region b" in answer.json()["detail"]
     assert "Timeout" in hung.json()["detail"]
 

@@ -133,3 +133,41 @@ def test_stop_registered_is_safe_when_nothing_runs():
     stop_registered()  # watchdogs of the tests above may still be finishing
     assert stop_registered() == []
     assert stop_registered() == []
+
+
+GRANDPARENT = textwrap.dedent(
+    """
+    import sys, time
+    from hadrlab.processes import start_process, wait_until
+    from pathlib import Path
+    out = Path(sys.argv[1])
+    # The child starts a grandchild in a session of its own (out of the child's process group).
+    script = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True); "
+        f"open({str(out)!r}, 'w').write(str(p.pid)); time.sleep(600)"
+    )
+    c = start_process("spawner", [sys.executable, "-c", script])
+    wait_until(lambda: out.exists() and out.read_text(), timeout_s=20, describe="the grandchild")
+    for entry in Path(sys.argv[2]).glob("*.json"):
+        entry.unlink()  # as if the parent died before it could register anything
+    print(c.pid, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_dead_parents_unregistered_children_and_grandchildren_are_stopped(tmp_path, hadrlab_home):
+    """The watchdog finds children by the owner they carry, not only by the registry."""
+    out = tmp_path / "grandchild.pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", GRANDPARENT, str(out), str(hadrlab_home / "run")],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    child_pid = int(parent.stdout.readline())
+    grandchild_pid = int(out.read_text())
+    assert psutil.pid_exists(child_pid) and psutil.pid_exists(grandchild_pid)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=10)
+    assert _gone(child_pid), "an unregistered child outlived its parent"
+    assert _gone(grandchild_pid), "a grandchild outlived the parent of its parent"

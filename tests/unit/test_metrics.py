@@ -226,3 +226,21 @@ def test_compare_puts_one_configuration_per_row():
 def test_metrics_reject_something_that_is_not_a_timeline():
     with pytest.raises(ValueError, match="request timeline"):
         availability(pd.DataFrame({"t": [1.0]}))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"users": 0}, "users must be a whole number >= 1"),
+        ({"users": 2.5}, "users must be a whole number >= 1"),
+        ({"users": "ten"}, "users must be a whole number >= 1; got 'ten'"),
+        ({"duration_s": 0}, "duration_s must be a number >= 0.5"),
+        ({"timeout_s": -1}, "timeout_s must be a number"),
+        ({"wait_ms": -5}, "wait_ms must be a number >= 0"),
+    ],
+)
+def test_bad_load_settings_are_refused_before_anything_starts(kwargs, message):
+    from hadrlab.load import start_load
+
+    with pytest.raises(ValueError, match=message):
+        start_load("http://127.0.0.1:9", **kwargs)
