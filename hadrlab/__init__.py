@@ -38,6 +38,9 @@ _EXPORTS: dict[str, str] = {
     "wait_until": "hadrlab.processes",
     "stop_children": "hadrlab.processes",
     "stop_registered": "hadrlab.processes",
+    # the course's own files (manifests, quizzes), wherever a notebook runs
+    "course_root": "hadrlab.course",
+    "course_file": "hadrlab.course",
     # serving: the model API (Lab 01)
     "start_model_api": "hadrlab.serving",
     "predict_payload": "hadrlab.serving",

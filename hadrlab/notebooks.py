@@ -560,19 +560,36 @@ def inject_parameters(nb: Any, params: dict[str, Any], *, source: str = "the not
     )
     if index is None:
         raise GradingError(f"{source} has no cell tagged 'parameters', so it takes no parameters.")
-    known = [
-        target.id
-        for node in ast.parse(nb.cells[index].source).body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Name)
-    ]
-    unknown = sorted(set(params) - set(known))
+    defaults: dict[str, Any] = {}
+    for node in ast.parse(nb.cells[index].source).body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    try:
+                        defaults[target.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        defaults[target.id] = None  # an expression: any value goes
+    unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise GradingError(
             f"{', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a parameter of "
-            f"{source}; its parameters are: {', '.join(known)}."
+            f"{source}; its parameters are: {', '.join(defaults)}."
         )
+    for name, value in params.items():
+        default = defaults[name]
+        if default is None:
+            continue
+        numeric = (int, float)
+        same_kind = (
+            isinstance(value, numeric) and not isinstance(value, bool)
+            if isinstance(default, numeric) and not isinstance(default, bool)
+            else isinstance(value, type(default))
+        )
+        if not same_kind:
+            raise GradingError(
+                f"The parameter {name} of {source} is {type(default).__name__} (default "
+                f"{default!r}); {value!r} is not. Give, e.g., {name}={default!r}."
+            )
     cell = nbformat.v4.new_code_cell(
         "# Parameters given to the grader\n"
         + "\n".join(f"{name} = {value!r}" for name, value in params.items())

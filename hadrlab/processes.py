@@ -96,7 +96,7 @@ def find_free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
-def _port_holder(port: int) -> str:
+def port_holder(port: int) -> str:
     """Describe the process listening on ``port``, if the OS lets us see it."""
     try:
         import psutil
@@ -105,7 +105,8 @@ def _port_holder(port: int) -> str:
             if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
                 if conn.pid:
                     proc = psutil.Process(conn.pid)
-                    return f"pid {conn.pid} ({' '.join(proc.cmdline()[:3])})"
+                    command = " ".join(" ".join(proc.cmdline()[:3]).split())  # one line
+                    return f"pid {conn.pid} ({command[:80]})"
                 return "another process"
     except Exception:  # permissions differ by OS; the hint is optional
         pass
@@ -122,7 +123,7 @@ def check_port_free(port: int, host: str = HOST) -> None:
             sock.bind((host, port))
         except OSError:
             raise PortInUseError(
-                f"Port {port} on {host} is already in use by {_port_holder(port)}. "
+                f"Port {port} on {host} is already in use by {port_holder(port)}. "
                 f"Stop that process (`make stop` stops everything a lab left running), "
                 f"or pass port=None to let hadrlab pick a free port."
             ) from None

@@ -600,6 +600,24 @@ class Quiz:
 # terminal drill
 
 
+def _paragraphs(text: str) -> list[str]:
+    """Split text into paragraphs and list items, each joined onto one line."""
+    blocks: list[str] = []
+    current: list[str] = []
+    for raw in text.strip().splitlines():
+        line = raw.strip()
+        item = bool(re.match(r"^([-*\u2022]|\d+[.)])\s", line))
+        if not line or item:
+            if current:
+                blocks.append(" ".join(current))
+            current = [line] if line else []
+        else:
+            current.append(line)
+    if current:
+        blocks.append(" ".join(current))
+    return blocks
+
+
 class _TerminalDrill:
     """Reads answers line by line and prints feedback; one instance per run."""
 
@@ -618,11 +636,10 @@ class _TerminalDrill:
     def say_wrapped(self, text: str, indent: str = "", hanging: str | None = None) -> None:
         """Print text wrapped at 88 columns; ``hanging`` indents continuation lines."""
         later = indent if hanging is None else hanging
-        for line in text.strip().splitlines():
-            if len(line) + len(indent) <= 88:
-                self.say(indent + line)
-            else:
-                self.say(textwrap.fill(line, 88, initial_indent=indent, subsequent_indent=later))
+        # Reflow each paragraph (a bank's YAML may break lines anywhere); keep list items
+        # on lines of their own.
+        for block in _paragraphs(text):
+            self.say(textwrap.fill(block, 88, initial_indent=indent, subsequent_indent=later))
 
     def read(self, prompt: str) -> str:
         """One line of input; EOFError at the end of input."""

