@@ -57,6 +57,18 @@ def lab_command(
     return cmd
 
 
+def _check_cluster() -> None:
+    """With HADRLAB_BACKEND=kube, say now (not in the middle of a lab) if no cluster answers."""
+    from hadrlab.errors import HadrError
+    from hadrlab.platform import get_platform
+
+    try:
+        get_platform("kube").close()
+        print("HADRLAB_BACKEND=kube: the cluster answers; the labs will run on it.", flush=True)
+    except HadrError as exc:
+        print(f"Warning: HADRLAB_BACKEND=kube, but {exc}", file=sys.stderr, flush=True)
+
+
 def main_lab(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hadrlab lab", description=__doc__)
     parser.add_argument("--port", type=int, default=None, help="default: 8888 if free")
@@ -78,6 +90,8 @@ def main_lab(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    if os.environ.get("HADRLAB_BACKEND", "local").strip().lower() == "kube":
+        _check_cluster()
     token = os.environ.get("HADRLAB_LAB_TOKEN") or secrets.token_hex(16)
     url = f"http://{HOST}:{port}/lab?token={token}"
     print(f"JupyterLab is starting on {root}", flush=True)

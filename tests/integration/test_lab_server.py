@@ -96,3 +96,13 @@ def test_make_lab_on_a_taken_port_says_who_holds_it_and_what_to_do(capsys):
     err = capsys.readouterr().err
     assert f"Port {port} on 127.0.0.1 is already in use by pid {os.getpid()}" in err
     assert "Leave out --port" in err
+
+
+def test_lab_with_the_kube_backend_and_no_cluster_warns_before_starting(monkeypatch, capsys, tmp_path):
+    from hadrlab.jupyter import _check_cluster
+
+    monkeypatch.setenv("HADRLAB_BACKEND", "kube")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    _check_cluster()
+    err = capsys.readouterr().err
+    assert err.startswith("Warning: HADRLAB_BACKEND=kube, but") and "kind up" in err
