@@ -541,8 +541,9 @@ def fail_back(fs: Any, region: str = "a", *, timeout_s: float = 40.0) -> float:
     """Make ``region`` the primary again with a planned failover; return the seconds it took.
 
     Waits until ``region`` is a replica in sync with the primary, asks the witness Sentinel
-    for ``SENTINEL FAILOVER`` (a switchover that loses no acknowledged write: the old
-    primary stops taking writes before the replica is promoted), then waits until the
+    for ``SENTINEL FAILOVER`` (a forced failover: no agreement of the other Sentinels and
+    no pause of writes, so writes acknowledged in its last moments can be lost; Redis's own
+    ``FAILOVER`` command is the switchover that pauses writes first), then waits until the
     other region is a linked replica again.
 
     Raises:

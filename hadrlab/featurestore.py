@@ -835,7 +835,7 @@ def start_feature_store(
             considered down. The write RTO is about this plus ~1.3 s.
         failover_timeout_ms: Sentinel's ``failover-timeout``.
         min_replicas_to_write: each Redis refuses writes unless this many replicas are
-            connected and acknowledged within ``min_replicas_max_lag_s``. 1 stops a
+            connected, with a replication ack no older than ``min_replicas_max_lag_s``. 1 stops a
             returning empty (or partitioned) old primary from taking writes, at a price:
             after a failover the lone new primary refuses writes too until a replica
             rejoins.

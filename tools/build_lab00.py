@@ -170,7 +170,7 @@ display(board.check_close("allowed failures of 10M requests", lambda: allowed_fa
 md("""
 ### Exercise 2 · Burn rate
 
-Same SLO of 99.9% over 30 days. In the last hour, **0.5%** of requests failed. Compute `burn`,
+An SLO of 99.9% over 30 days. In the last hour, **0.5%** of requests failed. Compute `burn`,
 the burn rate, and `days_left`, how many days a full monthly budget would last at that rate.
 """)
 code("""

@@ -73,10 +73,17 @@ check, and never sends reads to it.
 | **Change data capture** (Debezium + Kafka) | the source database's log streamed into another store (e.g. Postgres → Redis in another region) | the truth lives in another database; the feature store is a derived, rebuildable copy |
 | **Managed global databases** (DynamoDB global tables, Cosmos DB, Spanner, ElastiCache Global Datastore) | cross-region replication run for you; RPO/RTO stated by the provider | you want the SLA, not the operations; check the conflict rules (last writer wins?) |
 
-**Split brain.** After a partition heals, or a crashed primary restarts, the old primary may
-believe it is still primary for a few seconds: writes sent to it are lost when Sentinel turns it
-into a replica. `min-replicas-to-write 1` makes a primary refuse writes (`NOREPLICAS`) unless a
-replica acknowledged it within `min-replicas-max-lag` seconds, at a price: a lone primary refuses
+**Split brain.** The classic case is *during* a partition: clients on the old primary's side of
+the cut keep writing to it while the Sentinels on the other side promote the replica, and every
+one of those writes is lost when the partition heals and the old primary rejoins as a replica
+(it drops its data and copies the new primary's). The same happens for a few seconds *after* a
+partition heals or a crashed primary restarts, while the old primary still believes it is the
+primary. `min-replicas-to-write N` with `min-replicas-max-lag S` makes a primary refuse writes
+(`NOREPLICAS`) while fewer than N replicas are connected with a replication acknowledgement (sent
+about once a second) at most S seconds old. It does not confirm individual writes (that is
+`WAIT`): an isolated primary keeps accepting writes until it has not heard from enough replicas
+for S seconds, so the loss is bounded to about S seconds of writes, not prevented. The price: a
+primary left without enough replicas, such as the lone new primary after a failover, refuses
 every write.
 """)
 
@@ -377,8 +384,13 @@ display(board.check_true("read RTO of a partition within your policy's bound", l
 md("""
 ### Fail back
 
-Region B is the primary now. A planned switchover (`SENTINEL FAILOVER`) makes A the primary again
-without losing a write: the primary stops accepting writes before the replica is promoted.
+Region B is the primary now. `fail_back` makes A the primary again: it waits until A is a linked
+replica of B, then asks a Sentinel for `SENTINEL FAILOVER`. That command *forces* a failover, as
+if the primary were unreachable, without asking the other Sentinels to agree and without pausing
+writes: a write that B acknowledges in the instant before A is promoted can still be lost. The
+coordinated switchover that loses no acknowledged write is Redis's own `FAILOVER` command
+(Redis 6.2+, sent to the primary): it pauses writes on the primary until the replica has caught
+up, then swaps their roles. This lab does not use it: here the Sentinels own the roles.
 """)
 code("""
 took_s = fail_back(fs, "a")

@@ -32,7 +32,8 @@ then with the hardening you add, and measures whether the steady state holds.
 **Objectives.** By the end of this lab (about 60 minutes) you can:
 
 1. **state** a steady-state hypothesis with tolerances, and read a Chaos Toolkit journal to tell
-   *held*, *deviated* and *not steady* apart (`chaos run` exits 0 in all three);
+   *held*, *deviated* and *not steady* apart (the exit code of `chaos run` cannot: a deviated
+   run exits 1, but one not steady at the start exits 0, like one that held);
 2. **run** six experiments (kill the trainer, corrupt its data, slow and hang the registry, fail
    the feature store over during a batch job, kill the batch scorer) against the un-hardened pipeline;
 3. **harden** it (retries with jitter, a circuit breaker, a cached-model fallback, checkpoints,
@@ -165,8 +166,11 @@ baseline_results = run_all(baseline)
 pd.DataFrame([{"experiment": r.name, "verdict": r.verdict, "status": r.status} for r in baseline_results])
 """)
 md("""
-`status` is `completed` for every run, and so is `chaos run`'s exit code: the verdict comes from the
-journal. One run in detail, every activity with its output:
+`status` is `completed` for every run: it says the run went to its end, not that the hypothesis
+held. `chaos run`'s exit code does not settle it either: a deviated run exits 1, but a run whose
+steady state was not met *before* the method exits 0 (the method is not even run), just like a
+run that held. So the verdict comes from the journal: `steady_states.before` and `.after`
+(`steady_state_met`), `deviated` and `status`. One run in detail, every activity with its output:
 """)
 code("""
 outage = next(r for r in baseline_results if r.name == "registry-outage")
