@@ -116,7 +116,7 @@ is updated. The local backend of this lab reads the very same manifest and runs 
 process; the kind backend runs the image. Both files, without their comments:
 """)
 code("""
-from pathlib import Path
+import hadrlab
 
 def show(path, start="", stop=None, skip=("#",)):
     lines = hadrlab.course_file(path).read_text().splitlines()
