@@ -539,18 +539,18 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
 
 
 def inject_parameters(nb: Any, params: dict[str, Any], *, source: str = "the notebook") -> None:
-    """Override a lab's parameters: add a cell after the one tagged ``parameters``.
+    """Override a lab's parameters: append the new values to the cell tagged ``parameters``.
 
-    The convention is papermill's: the lab's own cell keeps its defaults, the injected
-    cell (tagged ``injected-parameters``) assigns the new values right after it.
+    As with papermill, the lab's own assignments keep their defaults and the new values are
+    assigned right after them; unlike papermill, they go in the same cell (then also tagged
+    ``injected-parameters``) rather than a cell of their own, so that no cell moves and every
+    cell number the grader reports is the one in the learner's file.
 
     Raises:
         GradingError: the notebook has no ``parameters`` cell, or a name is not one of its
             parameters (the message lists them).
     """
     import ast
-
-    import nbformat
 
     if not params:
         return
@@ -590,13 +590,14 @@ def inject_parameters(nb: Any, params: dict[str, Any], *, source: str = "the not
                 f"The parameter {name} of {source} is {type(default).__name__} (default "
                 f"{default!r}); {value!r} is not. Give, e.g., {name}={default!r}."
             )
-    cell = nbformat.v4.new_code_cell(
-        "# Parameters given to the grader\n"
+    cell = nb.cells[index]
+    cell.source = (
+        cell.source.rstrip("\n")
+        + "\n\n# Parameters given to the grader\n"
         + "\n".join(f"{name} = {value!r}" for name, value in params.items())
     )
-    cell.metadata["tags"] = ["injected-parameters"]
-    cell.id = "injected-parameters"
-    nb.cells.insert(index + 1, cell)
+    tags = list(cell.metadata.get("tags", []))
+    cell.metadata["tags"] = tags + [t for t in ["injected-parameters"] if t not in tags]
 
 
 def run_cells(

@@ -583,7 +583,8 @@ class Quiz:
     def run_terminal(self, stdin: TextIO | None = None, stdout: TextIO | None = None) -> QuizScore:
         """Ask every question on a terminal, print feedback, and return the final score.
 
-        End of input (Ctrl-D, or a closed pipe) stops the drill and prints the score so far.
+        End of input (Ctrl-D, or a closed pipe) stops the drill and prints the score so far;
+        a question not finished by then (free text not yet self-assessed) is not answered.
 
         Args:
             stdin: where answers are read from (default sys.stdin).
@@ -675,7 +676,13 @@ class _TerminalDrill:
             self.say()
             self.say("Interrupted: stopping the drill here.")
         score = self.quiz.score()
+        unanswered = [q.id for q in self.quiz.questions if q.id not in self.quiz.results]
         self.say()
+        if unanswered:
+            # Named, not scored: a question the input never reached is not a wrong answer.
+            text = f"Not answered ({len(unanswered)}): {', '.join(unanswered)}."
+            self.say(textwrap.fill(text, 88, subsequent_indent="  ", break_on_hyphens=False,
+                                   break_long_words=False))
         self.say(str(score))
         return score
 
@@ -710,7 +717,10 @@ class _TerminalDrill:
             if not line.strip():
                 break
             lines.append(line)
-        self.quiz.answer(q.id, "\n".join(lines))
+        answer = "\n".join(lines)
+        # Recorded only once self-assessed: input that ends before then leaves the question
+        # unanswered rather than answered with 0 points.
+        q.check(answer)
         self.say("Model answer:")
         self.say_wrapped(q.model_answer, indent="  ")
         self.say("Rubric:")
@@ -721,6 +731,7 @@ class _TerminalDrill:
         while True:
             typed = self.read(f"How many rubric points did your answer cover (0-{n})? ").strip()
             if typed.isdigit() and 0 <= int(typed) <= n:
+                self.quiz.answer(q.id, answer)
                 result = self.quiz.self_assess(q.id, int(typed))
                 break
             self.say(f"  Type a whole number from 0 to {n}.")
@@ -790,11 +801,19 @@ def _question_widget(quiz: Quiz, number: int, q: Question, refresh: Callable[[],
         def read() -> Any:
             return [i for i, box in enumerate(boxes) if box.value]
     elif q.type == "numeric":
-        number_box = widgets.FloatText(value=0.0, layout=widgets.Layout(width="10em"))
+        # A text box, not FloatText: FloatText starts at 0, so an untouched box would be
+        # scored as the answer 0. An empty box asks for a number; a typed "0" is an answer.
+        # Typed text is read as in the terminal, so "1296 s" works for a question in min.
+        number_box = widgets.Text(value="", placeholder="a number",
+                                  layout=widgets.Layout(width="10em"))
         entry = widgets.HBox([number_box, widgets.HTML(value=html.escape(q.unit))])
 
         def read() -> Any:
-            return number_box.value
+            typed = number_box.value.strip()
+            if not typed:
+                unit = f" in {q.unit}" if q.unit else ""
+                raise QuizError(f"Type a number{unit}, then press Check.")
+            return q.parse_typed(typed)
     else:
         entry = widgets.Textarea(
             placeholder="Write your answer, then compare it with the model answer.",
@@ -1148,12 +1167,15 @@ def main_quiz(argv: list[str]) -> int:
         argv: the arguments after ``quiz``.
 
     Returns:
-        0 after the drill (also when input ends early), 2 for a bad bank or bad arguments,
-        130 when interrupted.
+        0 after the drill, also when input ends early: ending with Ctrl-D is how a learner
+        stops, and the summary says how many questions were answered and names the others.
+        2 for a bad bank or bad arguments, 130 when interrupted.
     """
     parser = argparse.ArgumentParser(
         prog="python -m hadrlab quiz",
         description="Drill a quiz bank in the terminal: answers are read from standard input.",
+        epilog="Exit status: 0 the drill ran (also when input ended early; the summary says "
+        "how many questions were answered), 2 a bad bank or bad arguments, 130 interrupted.",
     )
     parser.add_argument("bank", help="a lab id (00..04), a bank name (interview) or a YAML path")
     parser.add_argument("--ids", help="comma-separated question ids to ask, in this order")

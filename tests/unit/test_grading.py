@@ -220,3 +220,49 @@ def test_grader_exits_zero_with_failing_checks_and_one_below_fail_under(monkeypa
     assert main_grade(["a.ipynb", "b.ipynb", "--fail-under", "0.5"]) == 1
     out = capsys.readouterr().out
     assert "Score 4/4" in out and "Score 1/4" in out
+
+
+def _write_broken_notebook(path):
+    """A notebook whose cell 3 raises and whose cell 4 ends the kernel; it has no checks."""
+    import nbformat
+    from nbformat import v4
+
+    nb = v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        v4.new_markdown_cell("# Lab 98: a broken notebook"),
+        v4.new_code_cell("N = 1"),
+        v4.new_code_cell("doubled = 2 * N"),
+        v4.new_code_cell("raise ValueError(f'N is {N}')"),
+        v4.new_code_cell("import os\nos._exit(1)"),
+    ]
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_grader_cell_numbers_are_the_learners_with_or_without_param(tmp_path, capsys):
+    """--param must not shift the cell numbers in the text, JSON and CSV reports."""
+    import csv
+
+    from hadrlab.grading import main_grade
+
+    notebook = _write_broken_notebook(tmp_path / "lab98.ipynb")
+    reports = {}
+    for label, extra in (("plain", []), ("param", ["--param", "N=2"])):
+        out_json, out_csv = tmp_path / f"{label}.json", tmp_path / f"{label}.csv"
+        code = main_grade([str(notebook), "--timeout", "60", "--json", str(out_json),
+                           "--csv", str(out_csv), *extra])
+        assert code == 0
+        (grade,) = json.loads(out_json.read_text())
+        with open(out_csv, newline="") as fh:
+            (row,) = list(csv.DictReader(fh))
+        reports[label] = (capsys.readouterr().out, grade, row)
+    for label, n in (("plain", 1), ("param", 2)):
+        text, grade, row = reports[label]
+        assert f"cell 3 (raise ValueError(f'N is {{N}}')): ValueError: N is {n}" in text
+        assert "the kernel died while running cell 4" in text
+        assert [(e["cell_index"], e["evalue"]) for e in grade["errors"]] == [(3, f"N is {n}")]
+        assert "the kernel died while running cell 4" in grade["problem"]
+        assert "the kernel died while running cell 4" in row["hint"]

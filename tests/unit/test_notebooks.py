@@ -303,16 +303,21 @@ def test_sanitize_cfg_keeps_check_verdicts_and_scores():
     assert _sanitize(text) == text
 
 
-def test_parameters_are_injected_after_the_parameters_cell():
+def test_parameters_are_injected_at_the_end_of_the_parameters_cell():
+    """The overrides follow the defaults in the same cell, so no cell changes its number."""
     from hadrlab.notebooks import inject_parameters, parse_parameters
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import x"), nbformat.v4.new_code_cell("LOAD_S = 10\nUSERS = 5")]
+    nb.cells = [nbformat.v4.new_code_cell("import x"), nbformat.v4.new_code_cell("LOAD_S = 10\nUSERS = 5\n")]
     nb.cells[1].metadata["tags"] = ["parameters"]
     nb.cells.append(nbformat.v4.new_code_cell("print(LOAD_S)"))
     inject_parameters(nb, parse_parameters(["LOAD_S=4", "USERS=2"]), source="lab.ipynb")
-    assert [c.source for c in nb.cells][2] == "# Parameters given to the grader\nLOAD_S = 4\nUSERS = 2"
-    assert nb.cells[2].metadata["tags"] == ["injected-parameters"]
+    assert [c.source for c in nb.cells] == [
+        "import x",
+        "LOAD_S = 10\nUSERS = 5\n\n# Parameters given to the grader\nLOAD_S = 4\nUSERS = 2",
+        "print(LOAD_S)",
+    ]
+    assert nb.cells[1].metadata["tags"] == ["parameters", "injected-parameters"]
 
 
 def test_unknown_parameter_names_the_lab_parameters():
@@ -341,4 +346,4 @@ def test_a_parameter_of_the_wrong_type_is_refused_with_its_type():
     with pytest.raises(GradingError, match=r"WRITES of lab.ipynb is int \(default 2000\); 'abc' is not"):
         inject_parameters(nb, parse_parameters(["WRITES=abc"]), source="lab.ipynb")
     inject_parameters(nb, parse_parameters(["RATE=2", "WRITES=300"]), source="lab.ipynb")  # int for float is fine
-    assert "WRITES = 300" in nb.cells[1].source
+    assert nb.cells[0].source.endswith("RATE = 2\nWRITES = 300")

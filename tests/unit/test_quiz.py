@@ -372,6 +372,24 @@ def test_main_quiz_stops_cleanly_at_end_of_input(
     assert out.rstrip().endswith("Score: 1/2 (1 of 2 answered)")
 
 
+def test_a_free_text_answer_cut_off_by_end_of_input_is_not_answered(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Input that ends before the self-assessment leaves the question unanswered, not 0."""
+    bank = load_quiz("interview")
+    first = bank.questions[0]
+    # the first answer covers every rubric point; the second ends before its self-assessment
+    typed = f"Stateless replicas behind a balancer.\n\n{len(first.rubric)}\n"
+    typed += "Roll back the feature pipeline.\n\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(typed))
+    assert main_quiz(["interview"]) == 0
+    out = capsys.readouterr().out
+    total = len(bank)
+    assert out.rstrip().endswith(f"Score: 1/{total} (1 of {total} answered)")
+    not_answered = ", ".join(q.id for q in bank.questions[1:])
+    assert f"Not answered ({total - 1}): {not_answered}." in " ".join(out.split())
+
+
 def test_main_quiz_reports_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert main_quiz(["00", "--ids", "no-such-question"]) == 2
     assert "no question 'no-such-question'" in capsys.readouterr().err
@@ -397,7 +415,8 @@ def enter_answer(question, box, right: bool) -> None:
         for i, checkbox in enumerate(entry.children):
             checkbox.value = i in chosen
     elif question.type == "numeric":
-        entry.children[0].value = question.answer if right else question.answer + 10 * question.tolerance + 1
+        number = question.answer if right else question.answer + 10 * question.tolerance + 1
+        entry.children[0].value = f"{number:g}"
     else:
         entry.value = "my answer"
 
@@ -451,6 +470,34 @@ def test_an_unanswered_radio_question_asks_for_a_choice(tmp_path: Path) -> None:
     box.children[2].click()
     assert "Choose an option" in box.children[3].value
     assert quiz.score().answered == 0
+
+
+def test_an_untouched_number_box_asks_for_a_number_and_scores_nothing(tmp_path: Path) -> None:
+    quiz = small_quiz(tmp_path)
+    box = question_boxes(quiz.build_widget())[2]
+    number_box, check, feedback = box.children[1].children[0], box.children[2], box.children[3]
+    assert number_box.value == ""
+    check.click()
+    assert "Type a number in min, then press Check." in feedback.value
+    assert "Incorrect" not in feedback.value
+    assert quiz.score().answered == 0
+
+
+def test_a_typed_zero_in_the_number_box_is_scored(tmp_path: Path) -> None:
+    quiz = small_quiz(tmp_path)
+    box = question_boxes(quiz.build_widget())[2]
+    number_box, check, feedback = box.children[1].children[0], box.children[2], box.children[3]
+    number_box.value = "0"
+    check.click()
+    assert "Incorrect." in feedback.value
+    assert quiz.results["num"].given == "0 min"
+    number_box.value = "1296 s"  # a time unit converts, as in the terminal
+    check.click()
+    assert "Correct." in feedback.value and quiz.score().points == 1
+    number_box.value = "soon"
+    check.click()
+    assert "&#x27;soon&#x27; is not a number" in feedback.value
+    assert quiz.score().points == 1  # the last valid answer stands
 
 
 def test_ticking_rubric_points_updates_the_score(tmp_path: Path) -> None:
