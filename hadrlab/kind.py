@@ -38,8 +38,8 @@ IMAGE_TAGS = ["hadrlab/model-api:v1", "hadrlab/model-api:v2"]
 # Pulled once on the host and loaded into the nodes, so a cluster re-created later does not
 # pull again (and Docker Hub's rate limit is met once per machine, not once per node).
 EXTERNAL_IMAGES = ["redis:7.2.5-alpine"]
-MANIFESTS = ["model-api.yaml", "kind/model-api-service.yaml", "redis.yaml", "fraud.yaml"]
-STATEFULSETS = ["redis-a", "redis-b", "sentinel"]
+MANIFESTS = ["model-api.yaml", "kind/model-api-service.yaml", "redis.yaml", "fraud.yaml", "pipeline.yaml"]
+STATEFULSETS = ["redis-a", "redis-b", "sentinel", "registry"]
 ENDPOINTS = {
     "model API (Lab 01)": "http://127.0.0.1:30080",
     "fraud API (Lab 02)": "http://127.0.0.1:30081",
