@@ -919,6 +919,196 @@ def config_for_restart(config: dict) -> dict:
     return {name: {k: v for k, v in c.items() if k != "replicaof"} for name, c in config.items()}
 
 
+# --------------------------------------------------------------------------- measuring clients
+#
+# The two write loops of the measurements below, shared by this module's functions (on the
+# local backend) and by ``python -m hadrlab.featurestore`` (the same loops run inside a
+# cluster, where only in-cluster clients can follow Sentinel: see
+# hadrlab.platform.kube_featurestore).
+
+
+def sentinel_writes(client: Any, *, key: str, region_of: Any, interval_s: float):
+    """SET then GET a counter through a Sentinel-managed client, forever; yield one row per write.
+
+    Args:
+        client: a client from ``Sentinel.master_for`` (it finds the primary on each new
+            connection).
+        key: the counter's key.
+        region_of: maps the primary's ``(host, port)`` to a region name.
+        interval_s: pause between two writes.
+
+    Yields:
+        ``{"t", "ok", "region", "error"}``: start time (epoch s), whether the write was
+        acknowledged and read back, the region that took it, the error's type name.
+    """
+    pool = client.connection_pool
+    i = 0
+    while True:
+        t = time.time()
+        try:
+            client.set(key, i)
+            if int(client.get(key)) != i:
+                raise HadrError("the value read back differs from the value written")
+            address = pool.master_address
+            yield {"t": t, "ok": True, "region": region_of(address) if address else "?", "error": ""}
+        except Exception as exc:
+            yield {"t": t, "ok": False, "region": "", "error": type(exc).__name__}
+        i += 1
+        time.sleep(interval_s)
+
+
+def sequence_writes(client: Any, *, run: str, mode: str, writes_per_s: float, wait_timeout_ms: int,
+                    value_bytes: int = 256, stop: threading.Event | None = None, duration_s: float | None = None):
+    """Write keys ``rpo:<run>:<N>`` at ``writes_per_s``; yield what the client was told of each.
+
+    Stops at ``stop``, after ``duration_s``, or at the first connection error (the write
+    it cut is reported unconfirmed).
+
+    Args:
+        client: a client connected straight to the primary.
+        run: the run's tag in the key names.
+        mode: ``"async"`` (acknowledged = OK) or ``"wait"`` (OK, then ``WAIT 1`` must say
+            the replica has it; otherwise the write is unconfirmed).
+        writes_per_s: target rate.
+        wait_timeout_ms: WAIT's timeout.
+        value_bytes: size of each value.
+        stop, duration_s: when to stop.
+
+    Yields:
+        ``(outcome, n, t)``: ``"ack"`` or ``"unconfirmed"``, the sequence number, when the
+        answer came (epoch s).
+    """
+    import redis
+
+    value = "v" * int(value_bytes)
+    interval = 1.0 / writes_per_s
+    began = next_t = time.perf_counter()
+    n = 0
+    while not (stop is not None and stop.is_set()) and (duration_s is None or time.perf_counter() - began < duration_s):
+        try:
+            client.set(f"rpo:{run}:{n}", value)
+            confirmed = mode != "wait" or int(client.wait(1, wait_timeout_ms)) >= 1
+            yield ("ack" if confirmed else "unconfirmed"), n, time.time()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            yield "unconfirmed", n, time.time()
+            return
+        n += 1
+        next_t += interval
+        delay = next_t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            next_t = time.perf_counter()
+
+
+def _region_of_host(address: Any) -> str:
+    """``redis-a-0.redis-a`` -> ``"a"`` (the cluster's naming); anything else as host:port."""
+    host, port = address
+    name = str(host).split(".", 1)[0]
+    parts = name.split("-")
+    if len(parts) == 3 and parts[0] == "redis" and parts[2].isdigit():
+        return parts[1]
+    return f"{host}:{port}"
+
+
+def _parse_addresses(text: str, option: str) -> list[tuple[str, int]]:
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit():
+            raise SystemExit(f"{option}: {item!r} is not HOST:PORT; give e.g. "
+                             f"sentinel-0.sentinel:26379,sentinel-1.sentinel:26379")
+        out.append((host, int(port)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hadrlab.featurestore write-probe|seq-probe ...``: the measuring clients.
+
+    Each prints CSV lines to stdout, flushed as they happen, so that whoever started it
+    (a notebook reading a pod's log, or a test reading a pipe) sees them live:
+
+    - ``write-probe``: ``t,ok,region,error`` per write through Sentinel;
+    - ``seq-probe``: ``ack,N,t`` or ``unconfirmed,N,t`` per sequence-numbered write to one
+      Redis, then ``attempted,COUNT,t``.
+
+    The password is read from ``REDIS_PASSWORD``; the Sentinels' own, if they have one, from
+    ``SENTINEL_PASSWORD``.
+    """
+    import argparse
+    import os
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m hadrlab.featurestore", description=main.__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    wp = sub.add_parser("write-probe", help="SET+GET a counter through Sentinel; one CSV row per write")
+    wp.add_argument("--sentinels", required=True, help="HOST:PORT,HOST:PORT,...")
+    wp.add_argument("--master", default=MASTER_NAME)
+    wp.add_argument("--interval-ms", type=float, default=10)
+    wp.add_argument("--duration-s", type=float, default=30)
+    wp.add_argument("--regions", default="",
+                    help="NAME=HOST:PORT,... to name regions by address (default: from redis-<region>-0 host names)")
+    sp = sub.add_parser("seq-probe", help="sequence-numbered writes to one Redis, async or with WAIT 1")
+    sp.add_argument("--redis", required=True, help="HOST:PORT of the primary")
+    sp.add_argument("--run", required=True, help="tag of this run's keys")
+    sp.add_argument("--mode", choices=("async", "wait"), default="async")
+    sp.add_argument("--writes-per-s", type=float, default=500)
+    sp.add_argument("--duration-s", type=float, default=30)
+    sp.add_argument("--wait-timeout-ms", type=int, default=100)
+    sp.add_argument("--value-bytes", type=int, default=256)
+    args = parser.parse_args(argv)
+    password = os.environ.get("REDIS_PASSWORD") or None
+
+    def emit(*fields: Any) -> None:
+        sys.stdout.write(",".join(str(f) for f in fields) + "\n")
+        sys.stdout.flush()
+
+    import redis
+
+    if args.command == "write-probe":
+        from redis.sentinel import Sentinel
+
+        names = {}
+        for item in filter(None, args.regions.split(",")):
+            name, _, address = item.partition("=")
+            (host, port), = _parse_addresses(address, "--regions")
+            names[(host, port)] = name
+
+        def region_of(address: Any) -> str:
+            return names.get((address[0], int(address[1]))) or _region_of_host(address)
+
+        options = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "retry": _no_retry()}
+        sentinel_kwargs = {**options, "password": os.environ.get("SENTINEL_PASSWORD") or None}
+        sentinel = Sentinel(_parse_addresses(args.sentinels, "--sentinels"), sentinel_kwargs=sentinel_kwargs,
+                            password=password, decode_responses=True, **options)
+        client = sentinel.master_for(args.master)
+        emit("t", "ok", "region", "error")
+        end = time.time() + args.duration_s
+        try:
+            for row in sentinel_writes(client, key=f"rto:{secrets.token_hex(3)}", region_of=region_of,
+                                       interval_s=args.interval_ms / 1000):
+                emit(f"{row['t']:.6f}", int(row["ok"]), row["region"], row["error"])
+                if time.time() >= end:
+                    break
+        finally:
+            client.close()
+        return 0
+    (host, port), = _parse_addresses(args.redis, "--redis")
+    client = redis.Redis(host=host, port=port, password=password, socket_timeout=2.0, socket_connect_timeout=1.0,
+                         retry=_no_retry(), decode_responses=True)
+    attempted = 0
+    try:
+        for outcome, n, t in sequence_writes(client, run=args.run, mode=args.mode, writes_per_s=args.writes_per_s,
+                                             wait_timeout_ms=args.wait_timeout_ms, value_bytes=args.value_bytes,
+                                             duration_s=args.duration_s):
+            attempted = n + 1
+            emit(outcome, n, f"{t:.6f}")
+    finally:
+        client.close()
+    emit("attempted", attempted, f"{time.time():.6f}")
+    return 0
+
+
 # --------------------------------------------------------------------------- write RTO
 
 
@@ -986,45 +1176,32 @@ def measure_write_rto(
         raise ValueError(f'kill must be "primary" or "partition"; got {kill!r}.')
     old = fs.current_primary()
     client = fs.master_for()
-    pool = client.connection_pool
     rows: list[dict] = []
     errors: Counter = Counter()
     t_fault: float | None = None
     rto = None
     new = None
-    key = f"rto:{secrets.token_hex(3)}"
     start = time.monotonic()
-    i = 0
     try:
-        while True:
-            now = time.monotonic()
-            if t_fault is None and now - start >= steady_s:
+        for row in sentinel_writes(client, key=f"rto:{secrets.token_hex(3)}",
+                                   region_of=lambda address: fs._region_of_port(address[1]),
+                                   interval_s=write_interval_ms / 1000):
+            rows.append(row)
+            if t_fault is not None:
+                if not row["ok"]:
+                    errors[row["error"]] += 1
+                elif row["region"] != old and row["t"] >= t_fault:
+                    rto = time.time() - t_fault
+                    new = row["region"]
+                    break
+                if time.time() - t_fault > timeout_s:
+                    break
+            elif time.monotonic() - start >= steady_s:
                 if kill == "primary":
                     fs.kill_primary()
                 else:
                     fs.partition_region(old)
                 t_fault = fs._last_fault[0]
-            t = time.time()
-            try:
-                client.set(key, i)
-                if int(client.get(key)) != i:
-                    raise HadrError("the value read back differs from the value written")
-                address = pool.master_address
-                region = fs._region_of_port(address[1]) if address else "?"
-                rows.append({"t": t, "ok": True, "region": region, "error": ""})
-                if t_fault is not None and region != old and t >= t_fault:
-                    rto = time.time() - t_fault
-                    new = region
-                    break
-            except Exception as exc:
-                name = type(exc).__name__
-                rows.append({"t": t, "ok": False, "region": "", "error": name})
-                if t_fault is not None:
-                    errors[name] += 1
-            if t_fault is not None and time.time() - t_fault > timeout_s:
-                break
-            i += 1
-            time.sleep(write_interval_ms / 1000)
     finally:
         client.close()
     return WriteRtoResult(
@@ -1151,12 +1328,10 @@ def measure_rpo(
         raise ValueError(f'lag_fault must be "latency", "pause" or "none"; got {lag_fault!r}.')
     if wait_timeout_ms is None:
         wait_timeout_ms = int(4 * (latency_ms if lag_fault == "latency" else 0) + 100)
-    import redis
 
     primary = fs.primary_region()
     replica = fs.replica_region()
     run = secrets.token_hex(3)
-    value = "v" * int(value_bytes)
     acked_at: dict[int, float] = {}
     unconfirmed: set[int] = set()
     attempted = 0
@@ -1165,28 +1340,15 @@ def measure_rpo(
     def write_loop() -> None:
         nonlocal attempted
         client = _direct_client(primary.redis.port, fs.password, socket_timeout=2.0, retry=_no_retry())
-        interval = 1.0 / writes_per_s
-        next_t = time.perf_counter()
-        n = 0
         try:
-            while not stop_writing.is_set():
-                attempted += 1
-                try:
-                    client.set(f"rpo:{run}:{n}", value)
-                    if mode == "wait" and int(client.wait(1, wait_timeout_ms)) < 1:
-                        unconfirmed.add(n)
-                    else:
-                        acked_at[n] = time.time()
-                except (redis.ConnectionError, redis.TimeoutError, OSError):
-                    unconfirmed.add(n)
-                    break
-                n += 1
-                next_t += interval
-                delay = next_t - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
+            for outcome, n, t in sequence_writes(client, run=run, mode=mode, writes_per_s=writes_per_s,
+                                                 wait_timeout_ms=wait_timeout_ms, value_bytes=value_bytes,
+                                                 stop=stop_writing):
+                attempted = n + 1
+                if outcome == "ack":
+                    acked_at[n] = t
                 else:
-                    next_t = time.perf_counter()
+                    unconfirmed.add(n)
         finally:
             client.close()
 
@@ -1268,3 +1430,7 @@ def measure_rpo(
         fs.restart_old_primary(timeout_s=failover_timeout_s + 15)
         fs.wait_until_linked(timeout_s=20)
     return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
