@@ -123,6 +123,8 @@ _EXPORTS: dict[str, str] = {
     "Injector": "hadrlab.faults",
     # feature store in two regions with Sentinel, and its RTO/RPO (Lab 02)
     "start_feature_store": "hadrlab.featurestore",
+    "start_kube_feature_store": "hadrlab.platform.kube_featurestore",
+    "KubeFeatureStore": "hadrlab.platform.kube_featurestore",
     "FeatureStore": "hadrlab.featurestore",
     "Region": "hadrlab.featurestore",
     "measure_write_rto": "hadrlab.featurestore",

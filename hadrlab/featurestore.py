@@ -849,8 +849,14 @@ def start_feature_store(
         ServiceNotReady: the ready state was not reached; the message says which part did
             not happen (link, Sentinel discovery) and where the logs are.
     """
+    import os
+
     from hadrlab.faults import start_proxy
 
+    if os.environ.get("HADRLAB_BACKEND", "").strip().lower() == "kube":
+        print("note: HADRLAB_BACKEND=kube, but this feature store runs as local processes, as do Lab 02's "
+              "API and sidecar. The cluster's store is hadrlab.start_kube_feature_store() "
+              "(infra/kind/README.md, 'Lab 02 on the cluster').")
     password = password if password is not None else secrets.token_hex(16)
     started = time.monotonic()
     parts: list[Any] = []
@@ -999,6 +1005,22 @@ def sequence_writes(client: Any, *, run: str, mode: str, writes_per_s: float, wa
             time.sleep(delay)
         else:
             next_t = time.perf_counter()
+
+
+def rpo_options(mode: str, lag_fault: str, latency_ms: float, wait_timeout_ms: int | None) -> tuple[str, int]:
+    """Check an RPO measurement's options; return the mode (lower case) and WAIT's timeout.
+
+    WAIT's default timeout is 4x the injected latency + 100 ms: long enough for a healthy
+    replica behind that latency to confirm, short enough to notice one that cannot.
+    """
+    mode = str(mode).lower()
+    if mode not in ("async", "wait"):
+        raise ValueError(f'mode must be "async" or "wait"; got {mode!r}.')
+    if lag_fault not in ("latency", "pause", "none"):
+        raise ValueError(f'lag_fault must be "latency", "pause" or "none"; got {lag_fault!r}.')
+    if wait_timeout_ms is None:
+        wait_timeout_ms = int(4 * (latency_ms if lag_fault == "latency" else 0) + 100)
+    return mode, int(wait_timeout_ms)
 
 
 def _region_of_host(address: Any) -> str:
@@ -1321,13 +1343,7 @@ def measure_rpo(
     Returns:
         An :class:`RpoResult`.
     """
-    mode = str(mode).lower()
-    if mode not in ("async", "wait"):
-        raise ValueError(f'mode must be "async" or "wait"; got {mode!r}.')
-    if lag_fault not in ("latency", "pause", "none"):
-        raise ValueError(f'lag_fault must be "latency", "pause" or "none"; got {lag_fault!r}.')
-    if wait_timeout_ms is None:
-        wait_timeout_ms = int(4 * (latency_ms if lag_fault == "latency" else 0) + 100)
+    mode, wait_timeout_ms = rpo_options(mode, lag_fault, latency_ms, wait_timeout_ms)
 
     primary = fs.primary_region()
     replica = fs.replica_region()

@@ -64,7 +64,9 @@ def _check_cluster() -> None:
 
     try:
         get_platform("kube").close()
-        print("HADRLAB_BACKEND=kube: the cluster answers; the labs will run on it.", flush=True)
+        print("HADRLAB_BACKEND=kube: the cluster answers. Lab 01's platform runs on it; Labs 02 and 03 "
+              "still start their services as local processes (infra/kind/README.md says what runs where).",
+              flush=True)
     except HadrError as exc:
         print(f"Warning: HADRLAB_BACKEND=kube, but {exc}", file=sys.stderr, flush=True)
 

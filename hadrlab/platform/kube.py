@@ -52,6 +52,7 @@ __all__ = [
     "KubeApi",
     "KubePlatform",
     "FIELD_MANAGER",
+    "COURSE_IMAGE",
     "SIGNAL_SCRIPT",
     "resource_path",
     "pod_transitions",
@@ -68,6 +69,9 @@ RETRY_ANNOTATION = "hadrlab.io/retry-connect-failures"
 # applying the lab's edited manifest never undoes the host mapping.
 HOST_ACCESS_ANNOTATION = "hadrlab.io/host-access-for"
 CHAOS_GROUP = "chaos-mesh.org/v1alpha1"
+# The course image (infra/docker/Dockerfile), which `python -m hadrlab.kind up` loads into
+# the nodes; Jobs that measure from inside the cluster run it.
+COURSE_IMAGE = "hadrlab/course:v1"
 
 # Run inside the container through the exec API: send a signal to every child of PID 1 (the
 # server under tini). The exec'd process itself has no parent inside the namespace, so it
@@ -167,9 +171,9 @@ def _parse_time(value: str | None) -> float | None:
 class KubeApi:
     """The small part of the Kubernetes API this backend uses, on the official client.
 
-    Three calls: ``request`` (REST, JSON in and out), ``watch`` (a stream of watch events)
-    and ``exec`` (a command in a container). Unit tests replace this class with a fake of
-    the same three calls.
+    Four calls: ``request`` (REST, JSON in and out), ``watch`` (a stream of watch events),
+    ``exec`` (a command in a container) and ``logs`` (a container's log). Unit tests replace
+    this class with a fake of the same four calls.
 
     Args:
         context: the kubeconfig context (default: env ``HADRLAB_KUBE_CONTEXT``, else current).
@@ -258,6 +262,17 @@ class KubeApi:
         finally:
             ws.close()
         return (code if code is not None else -1), out, err
+
+    def logs(self, namespace: str, pod: str, container: str | None = None, *, timestamps: bool = False,
+             timeout_s: float = 10.0) -> str:
+        """A container's log so far, as text (``timestamps``: each line prefixed by RFC 3339 time)."""
+        from kubernetes import client
+
+        core = client.CoreV1Api(self._client)
+        kwargs: dict[str, Any] = {"timestamps": timestamps, "_request_timeout": timeout_s}
+        if container:
+            kwargs["container"] = container
+        return core.read_namespaced_pod_log(pod, namespace, **kwargs) or ""
 
     def close(self) -> None:
         """Close open watch streams (unblocks watch threads) and the connection pool."""
@@ -1001,6 +1016,93 @@ class KubePlatform(Platform):
         with contextlib.suppress(Exception):
             self._call("delete", self._path(CHAOS_GROUP, kind, name))
         self._record("resumed", "", f"{kind} {name} removed", name)
+
+    # ------------------------------------------------------------------ exec, logs and Jobs
+
+    def exec(self, pod: str, command: Sequence[str], *, container: str | None = None,
+             timeout_s: float = 10.0) -> tuple[int, str, str]:
+        """Run ``command`` in a pod's container (default: its first); return (code, stdout, stderr)."""
+        if container is None:
+            spec = (self._call("get", self._path("v1", "Pod", pod)).get("spec") or {})
+            container = (spec.get("containers") or [{}])[0].get("name", "")
+        try:
+            return self.api.exec(self.namespace, pod, container, list(command), timeout_s=timeout_s)
+        except Exception as exc:
+            if _is_connection_error(exc) and not isinstance(exc, OSError):
+                raise self._unreachable(exc) from None
+            raise
+
+    def pod_logs(self, pod: str, container: str | None = None, *, timestamps: bool = False) -> str:
+        """The log of ``pod`` (its first container unless ``container``) so far, as text."""
+        try:
+            return self.api.logs(self.namespace, pod, container, timestamps=timestamps)
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise self._unreachable(exc) from None
+            if _status(exc) in (400, 404):
+                # 400: the container is still being created; 404: no such pod (yet).
+                return ""
+            raise
+
+    def start_job(self, name: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
+                  secret_env: Mapping[str, tuple[str, str]] | None = None, image: str = COURSE_IMAGE,
+                  deadline_s: int = 600) -> str:
+        """Start a one-pod Job from the course image; return its name.
+
+        The pod runs once (no retries: a measurement that failed is reported, not redone),
+        is deleted with the Job, and the Job removes itself 10 minutes after it ends.
+
+        Args:
+            name: the Job's name (unique in the namespace).
+            command: the container's command, e.g. ``["python", "-m", "hadrlab.featurestore", ...]``.
+            env: plain environment variables.
+            secret_env: ``{VAR: (secret, key)}`` read from Secrets by the kubelet.
+            image: the image (default: the course image).
+            deadline_s: the Job is stopped after this long.
+        """
+        variables = [{"name": k, "value": str(v)} for k, v in (env or {}).items()]
+        variables += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                      for k, (secret, key) in (secret_env or {}).items()]
+        self.apply({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}},
+            "spec": {
+                "backoffLimit": 0, "activeDeadlineSeconds": int(deadline_s), "ttlSecondsAfterFinished": 600,
+                "template": {
+                    "metadata": {"labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}},
+                    "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                             "containers": [{"name": "main", "image": image, "imagePullPolicy": "IfNotPresent",
+                                             "command": list(command), "env": variables}]},
+                },
+            },
+        }, quiet=True)
+        self._record("job-started", name, " ".join(command), name)
+        return name
+
+    def job_pod(self, job: str) -> dict | None:
+        """The pod of ``job`` (the newest, if several), or None while there is none."""
+        items = self._call("get", self._path("v1", "Pod"), query=[("labelSelector", f"job-name={job}")]).get("items") or []
+        items.sort(key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+        return items[-1] if items else None
+
+    def job_state(self, job: str) -> str:
+        """``"running"`` (or pending), ``"succeeded"`` or ``"failed"``."""
+        status = self._call("get", self._path("batch/v1", "Job", job)).get("status") or {}
+        for condition in status.get("conditions") or []:
+            if condition.get("status") == "True" and condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+                return "succeeded"
+            if condition.get("status") == "True" and condition.get("type") == "Failed":
+                return "failed"
+        return "succeeded" if status.get("succeeded") else "failed" if status.get("failed") else "running"
+
+    def job_logs(self, job: str) -> str:
+        """The log so far of ``job``'s pod ("" while the pod is not running yet)."""
+        pod = self.job_pod(job)
+        return self.pod_logs(pod["metadata"]["name"]) if pod else ""
+
+    def delete_job(self, job: str) -> None:
+        """Delete a Job and its pod (a missing Job is not an error)."""
+        self.delete(f"job/{job}")
 
     # ------------------------------------------------------------------ watches
 

@@ -117,3 +117,24 @@ def test_lab01_faults_on_the_kind_cluster() -> None:
     finally:
         platform.apply(ROOT / "infra" / "k8s" / "model-api.yaml")  # back to v1 for the next run
         platform.close()
+
+
+@pytest.mark.slow
+def test_lab02_failover_and_rpo_on_the_kind_cluster() -> None:
+    """Sentinel fails the primary over across the two workers; WAIT loses no acknowledged write."""
+    from hadrlab.platform.kube_featurestore import start_kube_feature_store
+
+    platform = _cluster_or_skip()
+    try:
+        fs = start_kube_feature_store(platform, down_after_ms=1000, timeout_s=300)
+        old = fs.current_primary()
+        rto = fs.measure_write_rto(kill="primary", timeout_s=60)
+        assert rto.new_primary not in (None, old), rto
+        assert 1.0 < rto.rto_s < 30, rto
+        assert "+switch-master" in set(rto.events["kind"]), rto.events
+        fs.wait_until_linked(timeout_s=120)  # the crashed server is back, as a replica
+        rpo = fs.measure_rpo(mode="wait", duration_s=3, lag_fault="pause", pause_s=1.0)
+        assert rpo.acknowledged > 0 and rpo.lost_acknowledged == 0, rpo
+        fs.wait_until_linked(timeout_s=120)
+    finally:
+        platform.close()

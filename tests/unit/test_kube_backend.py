@@ -61,6 +61,9 @@ class FakeKube:
         self.refuse: dict = {}  # path or (method, path) -> (status, message)
         self.exec_result: tuple[int, str, str] | Exception = (0, "7", "")
         self.exec_calls: list[tuple] = []
+        self.exec_handler = None  # (pod, container, command) -> (code, out, err), when set
+        self.pod_logs: dict = {}  # pod -> text, or callable(timestamps) -> text
+        self.on_apply: list = []  # callables(path, obj) after a server-side apply
         self.closed = False
         self.lock = threading.Lock()
 
@@ -127,7 +130,10 @@ class FakeKube:
                 new["metadata"]["generation"] = gen
                 if old is not None:
                     new["status"] = old.get("status", {})
-                return copy.deepcopy(self.put(path, new, "MODIFIED" if old else "ADDED"))
+                stored = self.put(path, new, "MODIFIED" if old else "ADDED")
+                for hook in self.on_apply:
+                    hook(path, stored)
+                return copy.deepcopy(stored)
             if method == "patch" and path.endswith("/scale"):
                 obj = self.objects[path[: -len("/scale")]]
                 obj["spec"]["replicas"] = body["spec"]["replicas"]
@@ -162,9 +168,19 @@ class FakeKube:
 
     def exec(self, namespace, pod, container, command, timeout_s=10.0):
         self.exec_calls.append((pod, container, list(command)))
+        if self.exec_handler is not None:
+            return self.exec_handler(pod, container, list(command))
         if isinstance(self.exec_result, Exception):
             raise self.exec_result
         return self.exec_result
+
+    def logs(self, namespace, pod, container=None, *, timestamps=False, timeout_s=10.0):
+        if self.down:
+            raise urllib3.exceptions.MaxRetryError(None, pod, urllib3.exceptions.ProtocolError("Connection aborted."))
+        if f"{POD_PATH}/{pod}" not in self.objects:
+            raise api_error(404, f'pods "{pod}" not found')
+        source = self.pod_logs.get(pod, "")
+        return source(timestamps) if callable(source) else source
 
     def close(self) -> None:
         self.closed = True
@@ -569,3 +585,238 @@ def test_get_platform_kube_without_any_kubeconfig_says_how_to_make_one(tmp_path,
     monkeypatch.delenv("HADRLAB_KUBE_CONTEXT", raising=False)
     with pytest.raises(HadrError, match="python -m hadrlab.kind up"):
         get_platform("kube")
+
+
+# ------------------------------------------------------------------ Jobs, logs and Lab 02's feature store
+
+
+def test_start_job_applies_a_one_shot_job_of_the_course_image_with_secret_env(platform: KubePlatform, fake: FakeKube) -> None:
+    platform.start_job("probe-1", ["python", "-m", "hadrlab.featurestore", "write-probe"], env={"A": "1"},
+                       secret_env={"REDIS_PASSWORD": ("redis-auth", "password")})
+    job = fake.objects[f"/apis/batch/v1/namespaces/{NS}/jobs/probe-1"]
+    pod_spec = job["spec"]["template"]["spec"]
+    assert job["spec"]["backoffLimit"] == 0 and pod_spec["restartPolicy"] == "Never"
+    container = pod_spec["containers"][0]
+    assert container["image"] == "hadrlab/course:v1" and container["command"][:3] == ["python", "-m", "hadrlab.featurestore"]
+    assert {"name": "A", "value": "1"} in container["env"]
+    assert {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}} in container["env"]
+    assert platform.job_pod("probe-1") is None and platform.job_logs("probe-1") == ""
+    assert platform.job_state("probe-1") == "running"
+    fake.put(f"{POD_PATH}/probe-1-x", {"metadata": {"name": "probe-1-x", "labels": {"job-name": "probe-1"}}})
+    fake.pod_logs["probe-1-x"] = "t,ok,region,error\n"
+    assert platform.job_logs("probe-1") == "t,ok,region,error\n"
+    fake.objects[f"/apis/batch/v1/namespaces/{NS}/jobs/probe-1"]["status"] = {
+        "failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}
+    assert platform.job_state("probe-1") == "failed"
+    platform.delete_job("probe-1")
+    platform.delete_job("probe-1")  # gone already: not an error
+    assert f"/apis/batch/v1/namespaces/{NS}/jobs/probe-1" not in fake.objects
+
+
+def test_pod_logs_of_a_pod_not_there_yet_is_empty_and_a_lost_server_is_the_clear_error(platform: KubePlatform, fake: FakeKube) -> None:
+    assert platform.pod_logs("nope") == ""
+    fake.down = True
+    with pytest.raises(HadrError, match="Could not reach the Kubernetes API server"):
+        platform.pod_logs("nope")
+
+
+class RedisCluster:
+    """The Redis side of the fake: two regions, three Sentinels, probe Jobs that write rows.
+
+    A crash (DEBUG SEGFAULT) of the primary makes the Sentinels name the other region
+    ``failover_s`` later; probe pods' logs are generated from the clock, as a real probe
+    would print them: acknowledged writes on the primary, errors during the failover,
+    then writes on the new primary. The replica misses the last ``lag_writes`` writes
+    acknowledged before the crash unless they were confirmed with WAIT.
+    """
+
+    def __init__(self, fake: FakeKube, failover_s: float = 0.6, lag_writes: int = 5, debug_allowed: bool = True) -> None:
+        self.fake, self.failover_s, self.lag_writes, self.debug_allowed = fake, failover_s, lag_writes, debug_allowed
+        self.primary, self.crashed_at = "a", None
+        self.jobs: dict[str, dict] = {}
+        fake.exec_handler = self.exec
+        fake.on_apply.append(self.applied)
+        for name in ("redis-a-0", "redis-b-0", "sentinel-0", "sentinel-1", "sentinel-2"):
+            fake.put(f"{POD_PATH}/{name}", {"metadata": {"name": name}, "status": {
+                "conditions": [{"type": "Ready", "status": "True"}]}})
+            if name.startswith("sentinel"):
+                fake.pod_logs[name] = self.sentinel_log
+
+    def now_primary(self) -> str:
+        if self.crashed_at is not None and time.time() >= self.crashed_at + self.failover_s:
+            return "b" if self.primary == "a" else "a"
+        return self.primary
+
+    def sentinel_log(self, timestamps: bool) -> str:
+        line = "2026-11-27T23:00:00.000000000Z 1:X 27 Nov 2026 23:00:00.000 # +monitor master features redis-a-0.redis-a 6379 quorum 2\n"
+        if self.crashed_at is not None and time.time() >= self.crashed_at + self.failover_s:
+            t = self.crashed_at + self.failover_s
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e9):09d}Z"
+            line += f"{stamp} 1:X 27 Nov 2026 23:00:01.000 # +switch-master features redis-a-0.redis-a 6379 redis-b-0.redis-b 6379\n"
+        return line
+
+    def exec(self, pod: str, container: str, command: list[str]):
+        if pod.startswith("sentinel"):
+            args = command[3:]
+            if args[:2] == ["SENTINEL", "GET-MASTER-ADDR-BY-NAME"]:
+                p = self.now_primary()
+                return 0, f"redis-{p}-0.redis-{p}\n6379\n", ""
+            if args[:2] == ["SENTINEL", "MASTER"]:
+                return 0, "name\nfeatures\nnum-slaves\n1\nnum-other-sentinels\n2\n", ""
+        assert command[:3] == ["sh", "-c", 'exec redis-cli -a "$REDIS_PASSWORD" --no-auth-warning "$@"'], command
+        assert "REDIS_PASSWORD" not in " ".join(command[4:])  # the password is never an argument
+        args, region = command[4:], pod.split("-")[1]
+        if args == ["INFO", "replication"]:
+            if region == self.now_primary():
+                return 0, "# Replication\r\nrole:master\r\nmaster_repl_offset:5000\r\nsecond_repl_offset:4001\r\n", ""
+            return 0, "# Replication\r\nrole:slave\r\nmaster_link_status:up\r\nslave_repl_offset:4000\r\n", ""
+        if args == ["DEBUG", "SEGFAULT"]:
+            if not self.debug_allowed:
+                return 1, "ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\"...", ""
+            self.crashed_at = time.time()
+            return 1, "", "Error: Server closed the connection"
+        if args[0] == "--scan":
+            run = args[2].split(":")[1]
+            job = next(j for j in self.jobs.values() if j["run"] == run)
+            kept = [n for n in job["acked"] if job["mode"] == "wait" or n < len(job["acked"]) - self.lag_writes]
+            return 0, "".join(f"rpo:{run}:{n}\n" for n in kept), ""
+        raise AssertionError(f"the fake does not model {args}")
+
+    def applied(self, path: str, obj: dict) -> None:
+        if "/jobs/" not in path:
+            return
+        name = obj["metadata"]["name"]
+        command = obj["spec"]["template"]["spec"]["containers"][0]["command"]
+        opts = dict(zip(command[4::2], command[5::2]))
+        job = {"kind": command[3], "started": time.time() + 0.1, "run": opts.get("--run"), "mode": opts.get("--mode"),
+               "acked": []}
+        self.jobs[name] = job
+        self.fake.put(f"{POD_PATH}/{name}-pod", {"metadata": {"name": f"{name}-pod", "labels": {"job-name": name}}})
+        self.fake.pod_logs[f"{name}-pod"] = lambda timestamps, job=job: self.probe_log(job)
+
+    def probe_log(self, job: dict) -> str:
+        now, t = time.time(), job["started"]
+        if now < t:
+            return ""
+        lines = ["t,ok,region,error"] if job["kind"] == "write-probe" else []
+        n = 0
+        while t <= now:
+            crashed = self.crashed_at is not None and t >= self.crashed_at
+            if job["kind"] == "write-probe":
+                if not crashed:
+                    lines.append(f"{t:.6f},1,{self.primary},")
+                elif t < self.crashed_at + self.failover_s:
+                    lines.append(f"{t:.6f},0,,ConnectionError")
+                else:
+                    lines.append(f"{t:.6f},1,{self.now_primary()},")
+            else:
+                if crashed:
+                    lines += [f"unconfirmed,{n},{t:.6f}", f"attempted,{n + 1},{t:.6f}"]
+                    break
+                lines.append(f"ack,{n},{t:.6f}")
+                if n not in job["acked"]:
+                    job["acked"].append(n)
+                n += 1
+            t += 0.02
+        return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def cluster(fake: FakeKube) -> RedisCluster:
+    return RedisCluster(fake)
+
+
+def test_redis_manifests_set_down_after_and_min_replicas_and_keep_the_rest() -> None:
+    from hadrlab.platform.kube_featurestore import redis_manifests
+
+    plain, tuned = redis_manifests(), redis_manifests(down_after_ms=450, min_replicas_to_write=1)
+    script = lambda docs: next(d for d in docs if d["metadata"]["name"] == "sentinel" and d["kind"] == "StatefulSet")[  # noqa: E731
+        "spec"]["template"]["spec"]["initContainers"][0]["command"][-1]
+    assert "down-after-milliseconds features 1000" in script(plain)
+    assert "down-after-milliseconds features 450" in script(tuned) and "features 1000" not in script(tuned)
+    args = lambda docs, name: next(d for d in docs if d["metadata"]["name"] == name and d["kind"] == "StatefulSet")["spec"]["template"]["spec"][  # noqa: E731
+        "containers"][0]["args"]
+    assert "--min-replicas-to-write" not in args(plain, "redis-a")
+    assert args(tuned, "redis-a")[-4:] == ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
+    assert "--enable-debug-command" in args(plain, "redis-b")
+    from hadrlab.platform.manifests import validate_schema
+
+    for doc in tuned:
+        validate_schema(doc, source="redis_manifests()")
+
+
+def test_kube_store_starts_reads_the_primary_and_crashes_it_from_inside_the_pod(platform: KubePlatform, fake: FakeKube, cluster: RedisCluster) -> None:
+    from hadrlab.platform.kube_featurestore import start_kube_feature_store
+
+    fs = start_kube_feature_store(platform, down_after_ms=700, timeout_s=10)
+    assert fs.startup_s is not None and fs.current_primary() == "a"
+    assert fs.replication_lag_bytes() == 1000
+    assert fake.objects[f"/apis/apps/v1/namespaces/{NS}/statefulsets/sentinel"]
+    assert fs.kill_primary() == "a"
+    assert fake.exec_calls[-1][:2] == ("redis-a-0", "redis")
+    took = fs.wait_for_failover(timeout_s=5)
+    assert 0.5 < took < 3 and fs.current_primary() == "b"
+    events = fs.events()
+    assert {"kill", "+switch-master"} <= set(events["kind"])
+    switch = events[events["kind"] == "+switch-master"].iloc[0]
+    assert switch["source"].startswith("sentinel-") and abs(switch["t"] - (cluster.crashed_at + 0.6)) < 0.01
+
+
+def test_kill_without_debug_allowed_force_deletes_the_pod_and_says_so(platform: KubePlatform, fake: FakeKube) -> None:
+    from hadrlab.platform.kube_featurestore import KubeFeatureStore
+
+    RedisCluster(fake, debug_allowed=False)
+    fs = KubeFeatureStore(platform)
+    fs.kill_primary()
+    assert f"{POD_PATH}/redis-a-0" not in fake.objects
+    assert ("delete", f"{POD_PATH}/redis-a-0", {"gracePeriodSeconds": 0}, None, None) in fake.calls
+    assert "force-deleted" in fs.events()["detail"].iloc[-1]
+
+
+def test_kube_write_rto_is_read_from_the_probe_jobs_rows(platform: KubePlatform, fake: FakeKube, cluster: RedisCluster) -> None:
+    from hadrlab.platform.kube_featurestore import KubeFeatureStore
+
+    fs = KubeFeatureStore(platform, down_after_ms=500)
+    result = fs.measure_write_rto(steady_s=0.3, timeout_s=5, start_timeout_s=5)
+    assert (result.old_primary, result.new_primary) == ("a", "b")
+    assert 0.55 < result.rto_s < 0.7, result  # the fake fails over 0.6 s after the crash
+    assert result.failed_writes > 0 and set(result.errors) == {"ConnectionError"}
+    assert result.ops["ok"].iloc[-1] and result.ops["region"].iloc[-1] == "b"
+    assert not any("/jobs/" in path for path in fake.objects), "the probe Job is deleted afterwards"
+
+
+@pytest.mark.parametrize("mode", ["async", "wait"])
+def test_kube_rpo_counts_acknowledged_writes_missing_on_the_new_primary(platform: KubePlatform, fake: FakeKube,
+                                                                       cluster: RedisCluster, mode: str) -> None:
+    from hadrlab.platform.kube_featurestore import KubeFeatureStore
+
+    fs = KubeFeatureStore(platform)
+    result = fs.measure_rpo(mode=mode, duration_s=0.4, start_timeout_s=5, failover_timeout_s=5)
+    assert result.acknowledged > 5 and result.unconfirmed == 1 and result.attempted == result.acknowledged + 1
+    assert result.lost_acknowledged == (5 if mode == "async" else 0)
+    assert result.lag_bytes_at_kill == 1000 and result.failover_s is not None
+    assert not any("/jobs/" in path for path in fake.objects)
+
+
+def test_a_probe_job_that_fails_is_an_error_with_its_log(platform: KubePlatform, fake: FakeKube, cluster: RedisCluster) -> None:
+    from hadrlab.platform.kube_featurestore import KubeFeatureStore
+
+    def broken(path: str, obj: dict) -> None:
+        if "/jobs/" in path:
+            fake.pod_logs[f"{obj['metadata']['name']}-pod"] = "ModuleNotFoundError: No module named 'hadrlab'\n"
+            obj["status"] = {"failed": 1}
+    fake.on_apply.append(broken)
+    with pytest.raises(HadrError, match="failed before its first write.*No module named"):
+        KubeFeatureStore(platform).measure_write_rto(start_timeout_s=5)
+
+
+def test_sentinel_log_lines_become_timed_events() -> None:
+    from hadrlab.platform.kube_featurestore import parse_sentinel_log
+
+    text = ("2026-11-27T23:40:01.250000000Z 1:X 27 Nov 2026 23:40:01.250 # +sdown master features redis-a-0.redis-a 6379\n"
+            "2026-11-27T23:40:01.300000000Z 1:X 27 Nov 2026 23:40:01.300 * Sentinel new configuration saved on disk\n"
+            "not a log line\n")
+    rows = parse_sentinel_log(text, "sentinel-1")
+    assert len(rows) == 1 and rows[0]["kind"] == "+sdown" and rows[0]["source"] == "sentinel-1"
+    assert rows[0]["detail"] == "master features redis-a-0.redis-a 6379"
+    assert abs(rows[0]["t"] - 1795822801.25) < 1e-6
