@@ -1039,7 +1039,7 @@ def _parse_addresses(text: str, option: str) -> list[tuple[str, int]]:
         host, sep, port = item.rpartition(":")
         if not sep or not port.isdigit():
             raise SystemExit(f"{option}: {item!r} is not HOST:PORT; give e.g. "
-                             f"sentinel-0.sentinel:26379,sentinel-1.sentinel:26379")
+                             f"sentinel-a-0.sentinel:26379,sentinel-b-0.sentinel:26379")
         out.append((host, int(port)))
     return out
 

@@ -39,7 +39,7 @@ IMAGE_TAGS = ["hadrlab/model-api:v1", "hadrlab/model-api:v2"]
 # pull again (and Docker Hub's rate limit is met once per machine, not once per node).
 EXTERNAL_IMAGES = ["redis:7.2.5-alpine"]
 MANIFESTS = ["model-api.yaml", "kind/model-api-service.yaml", "redis.yaml", "fraud.yaml", "pipeline.yaml"]
-STATEFULSETS = ["redis-a", "redis-b", "sentinel", "registry"]
+STATEFULSETS = ["redis-a", "redis-b", "sentinel-a", "sentinel-b", "sentinel-w", "registry"]
 ENDPOINTS = {
     "model API (Lab 01)": "http://127.0.0.1:30080",
     "fraud API (Lab 02)": "http://127.0.0.1:30081",
@@ -164,7 +164,7 @@ def up(*, build: bool = True, wait_s: float = 300) -> dict[str, str]:
             platform.apply(ROOT / "infra" / "k8s" / name)
         start = time.monotonic()
         for name in STATEFULSETS:
-            _wait_for_statefulset(platform, name, wait_s - (time.monotonic() - start))
+            platform.wait_for_statefulset(name, timeout_s=wait_s - (time.monotonic() - start))
         platform.wait_for_rollout(timeout_s=max(30.0, wait_s - (time.monotonic() - start)))
         namespace = platform.namespace
     print(f"\ncluster {CLUSTER!r} is ready (context {CONTEXT}, namespace {namespace}):")
@@ -172,26 +172,6 @@ def up(*, build: bool = True, wait_s: float = 300) -> dict[str, str]:
         print(f"  {what:30} {url}")
     print("Use it from a notebook with HADRLAB_BACKEND=kube, or hadrlab.get_platform('kube').")
     return dict(ENDPOINTS)
-
-
-def _wait_for_statefulset(platform, name: str, timeout_s: float) -> None:
-    from hadrlab.errors import ServiceNotReady
-    from hadrlab.processes import wait_until
-
-    path = platform._path("apps/v1", "StatefulSet", name)
-
-    def ready() -> bool:
-        sts = platform._call("get", path)
-        want = int(sts["spec"].get("replicas", 1))
-        return int((sts.get("status") or {}).get("readyReplicas", 0)) >= want
-
-    try:
-        wait_until(ready, timeout_s=max(1.0, timeout_s), interval_s=1.0, describe=f"StatefulSet {name!r} ready")
-    except ServiceNotReady:
-        raise ServiceNotReady(
-            f"StatefulSet {name!r} was not ready within {timeout_s:.0f} s. Look at `kubectl --context "
-            f"{CONTEXT} -n {platform.namespace} describe pod -l app` and its events (image pull, scheduling)."
-        ) from None
 
 
 def down() -> None:

@@ -9,12 +9,16 @@ that is still running fails the run.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Shared test helpers that are not tests (tests/kube_fake.py): importable from any folder,
+# since tests are imported with --import-mode=importlib, which adds no folder to sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _isolate() -> Path:

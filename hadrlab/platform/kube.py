@@ -53,6 +53,7 @@ __all__ = [
     "KubePlatform",
     "FIELD_MANAGER",
     "COURSE_IMAGE",
+    "exec_exit_code",
     "SIGNAL_SCRIPT",
     "resource_path",
     "pod_transitions",
@@ -258,10 +259,10 @@ class KubeApi:
         try:
             ws.run_forever(timeout=timeout_s)
             out, err = ws.read_channel(1), ws.read_channel(2)
-            code = ws.returncode
+            status = ws.read_channel(3)
         finally:
             ws.close()
-        return (code if code is not None else -1), out, err
+        return exec_exit_code(status), out, err
 
     def logs(self, namespace: str, pod: str, container: str | None = None, *, timestamps: bool = False,
              timeout_s: float = 10.0) -> str:
@@ -283,6 +284,27 @@ class KubeApi:
                 resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
         with contextlib.suppress(Exception):
             self._client.close()
+
+
+def exec_exit_code(status: str) -> int:
+    """The exit code from an exec's status channel (a JSON ``Status``); -1 when there is none.
+
+    ``{"status": "Success"}`` is 0; a failed command's code is the ``ExitCode`` cause. The
+    client's own ``returncode`` assumes a cause is always there, and raises when a command
+    kills its own connection (``DEBUG SEGFAULT``) or the runtime reports another error.
+    """
+    if not status:
+        return -1
+    try:
+        data = json.loads(status)
+    except ValueError:
+        return -1
+    if data.get("status") == "Success":
+        return 0
+    for cause in (data.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode" and str(cause.get("message", "")).isdigit():
+            return int(cause["message"])
+    return -1
 
 
 # --------------------------------------------------------------------------- event logic
@@ -902,6 +924,42 @@ class KubePlatform(Platform):
                 self._record("rollout-finished", "", f"{name}: {state}", name)
         return time.monotonic() - start
 
+    def wait_for_statefulset(self, name: str, timeout_s: float = 180.0) -> float:
+        """Wait until a StatefulSet's rollout is complete and every pod is ready; return the seconds.
+
+        Complete means the controller has seen the latest spec (``observedGeneration``),
+        every replica runs it (``currentRevision == updateRevision``) and is ready. Ready
+        pods alone are not enough: right after an apply that changes the template, the old
+        pods are all still ready, and the controller replaces them one at a time.
+        """
+        from hadrlab.processes import wait_until
+
+        path = self._path("apps/v1", "StatefulSet", name)
+        start = time.monotonic()
+        state = {"sts": {}}
+
+        def done() -> bool:
+            sts = state["sts"] = self._call("get", path)
+            want = int((sts.get("spec") or {}).get("replicas", 1))
+            status = sts.get("status") or {}
+            return (int(status.get("observedGeneration", 0)) >= int(sts["metadata"].get("generation", 1))
+                    and status.get("currentRevision") == status.get("updateRevision")
+                    and int(status.get("updatedReplicas", 0)) >= want
+                    and int(status.get("readyReplicas", 0)) >= want)
+
+        try:
+            wait_until(done, timeout_s=max(1.0, timeout_s), interval_s=1.0, describe=f"StatefulSet {name!r} rolled out")
+        except ServiceNotReady:
+            status = state["sts"].get("status") or {}
+            raise ServiceNotReady(
+                f"StatefulSet {name!r} (context {self.context!r}) did not finish its rollout within "
+                f"{timeout_s:.0f} s: ready {status.get('readyReplicas', 0)}, updated "
+                f"{status.get('updatedReplicas', 0)} of {(state['sts'].get('spec') or {}).get('replicas', '?')}. "
+                f"Look at `kubectl -n {self.namespace} describe pod {name}-0` and its events (image pull, "
+                f"scheduling, probes)."
+            ) from None
+        return time.monotonic() - start
+
     # ------------------------------------------------------------------ services
 
     def service_url(self, service: str) -> str:
@@ -1046,7 +1104,7 @@ class KubePlatform(Platform):
 
     def start_job(self, name: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
                   secret_env: Mapping[str, tuple[str, str]] | None = None, image: str = COURSE_IMAGE,
-                  deadline_s: int = 600) -> str:
+                  deadline_s: int = 600, node_selector: Mapping[str, str] | None = None) -> str:
         """Start a one-pod Job from the course image; return its name.
 
         The pod runs once (no retries: a measurement that failed is reported, not redone),
@@ -1059,6 +1117,9 @@ class KubePlatform(Platform):
             secret_env: ``{VAR: (secret, key)}`` read from Secrets by the kubelet.
             image: the image (default: the course image).
             deadline_s: the Job is stopped after this long.
+            node_selector: node labels the pod must run on, e.g.
+                ``{"topology.kubernetes.io/region": "region-b"}``: where a client runs
+                decides which side of a network partition it is on.
         """
         variables = [{"name": k, "value": str(v)} for k, v in (env or {}).items()]
         variables += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
@@ -1071,6 +1132,7 @@ class KubePlatform(Platform):
                 "template": {
                     "metadata": {"labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}},
                     "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                             **({"nodeSelector": dict(node_selector)} if node_selector else {}),
                              "containers": [{"name": "main", "image": image, "imagePullPolicy": "IfNotPresent",
                                              "command": list(command), "env": variables}]},
                 },

@@ -50,9 +50,12 @@ from hadrlab.featurestore import MASTER_NAME, RpoResult, WriteRtoResult, _region
 __all__ = ["KubeFeatureStore", "redis_manifests", "start_kube_feature_store", "parse_sentinel_log"]
 
 REDIS_PODS = {"a": "redis-a-0", "b": "redis-b-0"}
-SENTINEL_PODS = ("sentinel-0", "sentinel-1", "sentinel-2")
+# One Sentinel per site (infra/k8s/redis.yaml): region A, region B, the witness.
+SENTINEL_PODS = ("sentinel-a-0", "sentinel-b-0", "sentinel-w-0")
+STATEFULSETS = ("redis-a", "redis-b", "sentinel-a", "sentinel-b", "sentinel-w")
 SENTINELS_IN_CLUSTER = ",".join(f"{p}.sentinel:26379" for p in SENTINEL_PODS)
 PASSWORD_SECRET = ("redis-auth", "password")
+REGION_LABEL = "topology.kubernetes.io/region"
 # The Sentinel events worth a line on a timeline (others, e.g. +slave-reconf-sent, are steps).
 SENTINEL_EVENTS = ("+sdown", "-sdown", "+odown", "-odown", "+try-failover", "+elected-leader",
                    "+selected-slave", "+promoted-slave", "+switch-master", "+convert-to-slave", "+slave",
@@ -60,6 +63,7 @@ SENTINEL_EVENTS = ("+sdown", "-sdown", "+odown", "-odown", "+try-failover", "+el
 # redis-cli with the password the container already has in its environment: the password
 # never travels through the notebook or the exec call's arguments.
 _REDIS_CLI = ["sh", "-c", 'exec redis-cli -a "$REDIS_PASSWORD" --no-auth-warning "$@"', "redis-cli"]
+_SENTINEL_CLI = [*_REDIS_CLI, "-p", "26379"]
 
 
 def redis_manifests(*, down_after_ms: int = 1000, min_replicas_to_write: int = 0,
@@ -84,7 +88,7 @@ def redis_manifests(*, down_after_ms: int = 1000, min_replicas_to_write: int = 0
         if doc.get("kind") != "StatefulSet":
             continue
         spec = doc["spec"]["template"]["spec"]
-        if doc["metadata"]["name"] == "sentinel":
+        if doc["metadata"]["name"].startswith("sentinel-"):
             init = spec["initContainers"][0]
             script = init["command"][-1]
             for key, value in (("down-after-milliseconds", down_after_ms), ("failover-timeout", failover_timeout_ms)):
@@ -193,7 +197,7 @@ class KubeFeatureStore:
 
     def sentinel_cli(self, pod: str, *args: Any, timeout_s: float = 5.0) -> str:
         """Run ``redis-cli -p 26379 ARGS`` inside a Sentinel pod; return its output."""
-        code, out, err = self.platform.exec(pod, ["redis-cli", "-p", "26379", *map(str, args)], container="sentinel",
+        code, out, err = self.platform.exec(pod, [*_SENTINEL_CLI, *map(str, args)], container="sentinel",
                                             timeout_s=timeout_s)
         if code != 0:
             raise HadrError(f"`redis-cli -p 26379 {' '.join(map(str, args))}` in pod {pod} failed (exit {code}): "
@@ -218,7 +222,10 @@ class KubeFeatureStore:
     # ------------------------------------------------------------------ state
 
     def current_primary(self) -> str:
-        """The region the Sentinels name as primary, ``"a"`` or ``"b"``; each Sentinel in turn."""
+        """The region the Sentinels name as primary, ``"a"`` or ``"b"``.
+
+        The witness is asked first (a regional fault leaves it reachable), then B, then A.
+        """
         errors = []
         for pod in reversed(SENTINEL_PODS):
             try:
@@ -294,23 +301,31 @@ class KubeFeatureStore:
     def kill_primary(self) -> str:
         """Crash the primary's redis-server (``DEBUG SEGFAULT``); return its region.
 
-        The container restarts in place, empty (no persistence), as a crashed server would.
-        If DEBUG is refused (a manifest without ``enable-debug-command local``), the pod is
-        force-deleted instead (grace 0), and the event says so.
+        The container restarts in place, with the same pod IP, empty (no persistence), as
+        a crashed server would. (Deleting the pod instead would give the new one another
+        IP, which Sentinel, having resolved the name once, would not follow.)
+
+        Raises:
+            HadrError: DEBUG was refused: the manifest lost ``enable-debug-command local``.
         """
         name = self.current_primary()
         pod = REDIS_PODS[name]
         t = time.time()
-        code, out, err = self.platform.exec(pod, [*_REDIS_CLI, "DEBUG", "SEGFAULT"], container="redis")
+        try:
+            code, out, err = self.platform.exec(pod, [*_REDIS_CLI, "DEBUG", "SEGFAULT"], container="redis")
+        except HadrError:
+            raise
+        except Exception as exc:  # the command kills the very connection exec reads from
+            code, out, err = -1, "", f"{exc.__class__.__name__}: {exc}"
         text = (out + err).strip()
         if "not allowed" in text or "unknown command" in text.lower():
-            self.platform._call("delete", self.platform._path("v1", "Pod", pod), query=[("gracePeriodSeconds", 0)])
-            how = f"pod {pod} force-deleted (grace 0): DEBUG refused ({text[:120]})"
-        else:
-            # redis-cli reports the lost connection ("Server closed the connection"): expected.
-            how = f"redis-server in pod {pod} crashed (DEBUG SEGFAULT)"
+            raise HadrError(
+                f"Redis in pod {pod} refused DEBUG SEGFAULT ({text[:160]}). The lab crashes the primary "
+                f"from inside its pod, which needs `--enable-debug-command local` in infra/k8s/redis.yaml; "
+                f"restore it (`git checkout infra/k8s/redis.yaml`) and run start_kube_feature_store() again."
+            )
         self._last_fault = (t, name)
-        self._record("kill", how, t=t)
+        self._record("kill", f"redis-server in pod {pod} crashed (DEBUG SEGFAULT; exec said: {text[:80] or code})", t=t)
         return name
 
     def freeze(self, region: str, seconds: float) -> threading.Thread:
@@ -363,15 +378,17 @@ class KubeFeatureStore:
         raise ServiceNotReady(
             f"The Sentinels still name region {old} as primary {timeout_s:g} s after the fault (down-after "
             f"{self.down_after_ms} ms). Recent events: {self.events(since=t0).tail(5).to_dict('records')}. "
-            f"Look at `kubectl -n {self.platform.namespace} logs sentinel-0`."
+            f"Look at `kubectl -n {self.platform.namespace} logs sentinel-w-0`."
         )
 
     # ------------------------------------------------------------------ probes (Jobs)
 
-    def _start_probe(self, kind: str, args: list[str]) -> str:
+    def _start_probe(self, kind: str, args: list[str], *, region: str) -> str:
+        """Start a probe Job in ``region``: which side of a partition a client is on decides what it sees."""
         job = f"{kind}-{secrets.token_hex(3)}"
         self.platform.start_job(job, ["python", "-m", "hadrlab.featurestore", kind, *args],
-                                secret_env={"REDIS_PASSWORD": PASSWORD_SECRET})
+                                secret_env={"REDIS_PASSWORD": PASSWORD_SECRET, "SENTINEL_PASSWORD": PASSWORD_SECRET},
+                                node_selector={REGION_LABEL: f"region-{region}"})
         with self._lock:
             self._jobs.add(job)
         return job
@@ -425,9 +442,11 @@ class KubeFeatureStore:
         if kill not in ("primary", "partition"):
             raise ValueError(f'kill must be "primary" or "partition"; got {kill!r}.')
         old = self.current_primary()
+        # The probe runs in the other region: the clients that a failover is for.
         job = self._start_probe("write-probe", ["--sentinels", SENTINELS_IN_CLUSTER, "--master", self.master_name,
                                                 "--interval-ms", f"{write_interval_ms:g}",
-                                                "--duration-s", f"{steady_s + timeout_s + start_timeout_s:g}"])
+                                                "--duration-s", f"{steady_s + timeout_s + start_timeout_s:g}"],
+                                region="b" if old == "a" else "a")
         try:
             rows = self._wait_rows(job, lambda r: len(r) > 1, start_timeout_s, "its first write")
             first_t = float(rows[1][0])
@@ -466,8 +485,8 @@ class KubeFeatureStore:
 
     def measure_rpo(self, *, mode: str = "async", writes_per_s: float = 300, duration_s: float = 2.0,
                     lag_fault: str = "none", latency_ms: float = 150, pause_s: float = 1.5,
-                    wait_timeout_ms: int | None = None, failover_timeout_s: float = 30,
-                    start_timeout_s: float = 120) -> RpoResult:
+                    wait_timeout_ms: int | None = None, value_bytes: int | None = None,
+                    failover_timeout_s: float = 30, start_timeout_s: float = 120) -> RpoResult:
         """Count acknowledged writes lost when the primary crashes while the replica lags.
 
         A Job runs ``seq-probe`` against the primary (writes ``rpo:<run>:<N>``; ``ack`` when
@@ -482,10 +501,18 @@ class KubeFeatureStore:
                 ``latency_ms``); or ``"pause"`` (the replica is frozen with ``DEBUG SLEEP`` for
                 the last ``pause_s`` before the crash).
             wait_timeout_ms: WAIT's timeout (default 4x the latency + 100).
+            value_bytes: size of each value; default 256, and 64 KiB with ``"pause"``. A
+                frozen replica's kernel still receives the stream into its socket buffer,
+                and TCP delivers that buffer after the crash: only what the primary could
+                not send yet (its socket buffers full, the rest in Redis' own output
+                buffer) dies with it. Small writes never fill megabytes of buffers in a
+                second, so a pause alone loses nothing; large ones do.
             failover_timeout_s: how long Sentinel may take.
             start_timeout_s: how long the Job's pod may take to start writing.
         """
         mode, wait_timeout_ms = rpo_options(mode, lag_fault, latency_ms, wait_timeout_ms)
+        if value_bytes is None:
+            value_bytes = 65536 if lag_fault == "pause" else 256
         primary = self.current_primary()
         replica = "b" if primary == "a" else "a"
         run = secrets.token_hex(3)
@@ -499,7 +526,9 @@ class KubeFeatureStore:
             job = self._start_probe("seq-probe", ["--redis", f"{REDIS_PODS[primary]}.redis-{primary}:6379",
                                                   "--run", run, "--mode", mode, "--writes-per-s", f"{writes_per_s:g}",
                                                   "--duration-s", f"{duration_s + start_timeout_s + 30:g}",
-                                                  "--wait-timeout-ms", str(int(wait_timeout_ms))])
+                                                  "--wait-timeout-ms", str(int(wait_timeout_ms)),
+                                                  "--value-bytes", str(int(value_bytes))],
+                                    region=primary)  # a writer next to its primary, as on the local backend
             rows = self._wait_rows(job, lambda r: len(r) > 0, start_timeout_s, "its first write")
             began = float(rows[0][2])
             if lag_fault == "pause":
@@ -541,7 +570,8 @@ class KubeFeatureStore:
             attempted=attempted, acknowledged=len(acked), unconfirmed=unconfirmed, lost_acknowledged=len(lost),
             lost_seqs=lost,
             lag_bytes_at_kill=None if replica_offset is None else max(0, primary_offset - replica_offset),
-            lag_ms_at_kill=(t_kill - acked_at[max(kept)]) * 1000 if kept else None,
+            # (an ack can be stamped a moment after the kill was sent: never below 0)
+            lag_ms_at_kill=max(0.0, (t_kill - acked_at[max(kept)]) * 1000) if kept else None,
             failover_s=failover_s, t_kill=t_kill, events=self.events(since=t_kill - duration_s),
         )
 
@@ -587,17 +617,8 @@ def start_kube_feature_store(platform: Any = None, *, down_after_ms: int = 1000,
                    quiet=True)
     left = lambda: max(1.0, timeout_s - (time.monotonic() - start))  # noqa: E731
 
-    def pods_ready() -> bool:
-        for pod in (*REDIS_PODS.values(), *SENTINEL_PODS):
-            obj = platform._get_or_none(platform._path("v1", "Pod", pod))
-            conditions = ((obj or {}).get("status") or {}).get("conditions") or []
-            if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp") or not any(
-                    c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-                return False
-        return True
-
-    wait_until(pods_ready, timeout_s=left(), interval_s=1.0,
-               describe=f"the Redis and Sentinel pods to be ready in namespace {platform.namespace!r}")
+    for name in STATEFULSETS:
+        platform.wait_for_statefulset(name, timeout_s=left())
     fs.wait_until_linked(timeout_s=left())
     wait_until(fs._discovered, timeout_s=left(), interval_s=0.5,
                describe="the Sentinels to find each other and the replica")

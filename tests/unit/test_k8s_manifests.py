@@ -143,12 +143,18 @@ def test_kind_cluster_has_two_labelled_regions_and_a_pinned_node_image() -> None
     assert all(n["image"].startswith("kindest/node:v1.31.") and "@sha256:" in n["image"] for n in cluster["nodes"])
 
 
-def test_redis_primary_and_replica_are_pinned_to_their_regions() -> None:
+def test_redis_and_sentinels_are_pinned_to_their_sites() -> None:
     docs = {(d["kind"], d["metadata"]["name"]): d for d in _docs(K8S / "redis.yaml")}
-    for name, region in (("redis-a", "region-a"), ("redis-b", "region-b")):
+    for name, region in (("redis-a", "region-a"), ("redis-b", "region-b"), ("sentinel-a", "region-a"),
+                         ("sentinel-b", "region-b")):
         terms = docs[("StatefulSet", name)]["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
             "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-        assert terms[0]["matchExpressions"][0]["values"] == [region]
-    sentinel = docs[("StatefulSet", "sentinel")]["spec"]
-    assert sentinel["replicas"] == 3
-    assert sentinel["template"]["spec"]["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/region"
+        assert terms[0]["matchExpressions"][0]["values"] == [region], name
+    # The witness: a third site (kind's control plane), tolerated there for this pod only.
+    witness = docs[("StatefulSet", "sentinel-w")]["spec"]["template"]["spec"]
+    assert witness["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
+    assert witness["tolerations"][0]["key"] == "node-role.kubernetes.io/control-plane"
+    sentinels = [d for (kind, name), d in docs.items() if kind == "StatefulSet" and name.startswith("sentinel-")]
+    assert sum(d["spec"]["replicas"] for d in sentinels) == 3
+    assert all(d["spec"]["serviceName"] == "sentinel" for d in sentinels)
+    assert docs[("PodDisruptionBudget", "sentinel")]["spec"]["minAvailable"] == 2

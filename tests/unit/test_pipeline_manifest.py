@@ -251,16 +251,23 @@ def test_clients_point_at_the_registry_service_and_services_select_pods() -> Non
 
 
 def test_sentinel_addresses_match_redis_yaml() -> None:
-    redis = {(d["kind"], d["metadata"]["name"]): d for d in _docs(K8S / "redis.yaml")}
-    sentinel = redis[("StatefulSet", "sentinel")]
-    expected = {f"sentinel-{i}.sentinel:26379" for i in range(sentinel["spec"]["replicas"])}
-    init = sentinel["spec"]["template"]["spec"]["initContainers"][0]["command"][2]
+    sentinels = [d for d in _docs(K8S / "redis.yaml") if d["kind"] == "StatefulSet" and d["metadata"]["name"].startswith("sentinel")]
+    expected = {f"{d['metadata']['name']}-{i}.{d['spec']['serviceName']}:26379" for d in sentinels
+                for i in range(d["spec"]["replicas"])}
+    assert len(expected) == 3
+    init = sentinels[0]["spec"]["template"]["spec"]["initContainers"][0]["command"][2]
     monitored = re.search(r"sentinel monitor (\S+) ", init).group(1)
-    for pair in CONTAINERS:
-        env = {e["name"]: e.get("value") for e in pair[1].get("env") or []}
+    fraud = [c for d in _docs(K8S / "fraud.yaml") if d["kind"] == "Deployment"
+             for c in d["spec"]["template"]["spec"]["containers"]]
+    users = [(_id(pair), pair[1]) for pair in CONTAINERS] + [(f"fraud.yaml {c['name']}", c) for c in fraud]
+    checked = 0
+    for name, container in users:
+        env = {e["name"]: e.get("value") for e in container.get("env") or []}
         if "SENTINELS" in env:
-            assert set(env["SENTINELS"].split(",")) == expected, _id(pair)
-            assert env["SENTINEL_MASTER"] == monitored, _id(pair)
+            assert set(env["SENTINELS"].split(",")) == expected, name
+            assert env["SENTINEL_MASTER"] == monitored, name
+            checked += 1
+    assert checked >= 3  # the trainer's two and the fraud sidecar
 
 
 @pytest.mark.parametrize("name, module", [("trainer", "hadrlab.training"), ("batch-score", "hadrlab.batch")])
