@@ -561,7 +561,15 @@ def inject_parameters(nb: Any, params: dict[str, Any], *, source: str = "the not
     if index is None:
         raise GradingError(f"{source} has no cell tagged 'parameters', so it takes no parameters.")
     defaults: dict[str, Any] = {}
-    for node in ast.parse(nb.cells[index].source).body:
+    try:
+        tree = ast.parse(nb.cells[index].source)
+    except SyntaxError as exc:
+        raise GradingError(
+            f"The parameters cell (cell {index}) of {source} is not valid Python ({exc.msg}, line "
+            f"{exc.lineno} of the cell), so parameters cannot be given to it. Fix that cell, or grade "
+            f"without --param."
+        ) from None
+    for node in tree.body:
         if isinstance(node, ast.Assign):
             for target in node.targets:
                 if isinstance(target, ast.Name):

@@ -336,6 +336,18 @@ def test_unknown_parameter_names_the_lab_parameters():
         inject_parameters(bare, {"LOAD_S": 4}, source="lab.ipynb")
 
 
+def test_a_parameters_cell_that_is_not_python_is_a_grading_error_naming_the_cell():
+    from hadrlab.errors import GradingError
+    from hadrlab.notebooks import inject_parameters
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import x"), nbformat.v4.new_code_cell("LOAD_S = = 10")]
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    with pytest.raises(GradingError, match=r"parameters cell \(cell 1\) of lab.ipynb is not valid Python .*line 1"):
+        inject_parameters(nb, {"LOAD_S": 4}, source="lab.ipynb")
+    assert nb.cells[1].source == "LOAD_S = = 10"
+
+
 def test_a_parameter_of_the_wrong_type_is_refused_with_its_type():
     from hadrlab.errors import GradingError
     from hadrlab.notebooks import inject_parameters, parse_parameters
