@@ -264,7 +264,17 @@ def validate_schema(doc: dict, *, source: str = "<dicts>", kube_version: str = K
         base = list(exc.absolute_path)
         hint = ""
         path = _format_path(base)
-        if exc.validator == "additionalProperties" and isinstance(exc.instance, dict):
+        # A misspelt required field fails as "X is a required property" (required is checked
+        # before additionalProperties): the unknown field beside it is the real mistake.
+        if (exc.validator == "required" and isinstance(exc.instance, dict)
+                and any(k not in (exc.schema or {}).get("properties", {}) for k in exc.instance)):
+            known = list((exc.schema or {}).get("properties", {}))
+            extra = [k for k in exc.instance if k not in known]
+            path = _format_path(base + [extra[0]])
+            close = difflib.get_close_matches(extra[0], known, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]}?" if close else f" Valid fields here: {', '.join(sorted(known))}."
+            message = f"unknown field {extra[0]!r} ({exc.message})"
+        elif exc.validator == "additionalProperties" and isinstance(exc.instance, dict):
             known = list((exc.schema or {}).get("properties", {}))
             extra = [k for k in exc.instance if k not in known]
             if extra:

@@ -47,6 +47,16 @@ def test_misspelt_field_is_refused_with_file_path_and_hint():
     assert "model-api.yaml" in str(err) and "Deployment 'model-api'" in str(err)
 
 
+def test_misspelt_required_field_is_named_not_just_the_missing_one():
+    docs = load_manifest(MODEL_API)
+    port = _container(docs)["ports"][0]
+    port["containerPrt"] = port.pop("containerPort")
+    with pytest.raises(ManifestError) as info:
+        validate_manifests(docs)
+    assert info.value.path == "spec.template.spec.containers[0].ports[0].containerPrt"
+    assert "unknown field 'containerPrt'" in str(info.value) and "Did you mean containerPort?" in str(info.value)
+
+
 def test_wrong_type_is_refused_with_its_path():
     docs = load_manifest(MODEL_API)
     docs[0]["spec"]["replicas"] = "two"
