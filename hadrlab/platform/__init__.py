@@ -1,6 +1,7 @@
 """Platforms that run the labs' services: the interface, and the local and kube backends.
 
-    get_platform()          -> LocalPlatform (default) or, later, the kube backend
+    get_platform()          -> LocalPlatform (default) or KubePlatform (HADRLAB_BACKEND=kube)
+    backend_name()          -> "local" or "kube", from HADRLAB_BACKEND
     load_manifest(path)     -> list of manifest dicts to edit and apply
     validate_manifests(x)   -> strict Kubernetes validation + the local backend's subset
 
@@ -9,7 +10,7 @@ See :mod:`hadrlab.platform.manifests` for the fields the local backend honours.
 
 from __future__ import annotations
 
-from hadrlab.platform.base import AppliedObject, ApplyResult, Platform, Replica, get_platform
+from hadrlab.platform.base import AppliedObject, ApplyResult, Platform, Replica, backend_name, get_platform
 from hadrlab.platform.manifests import SUPPORTED_FIELDS_DOC, load_manifest, validate_manifests
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Platform",
     "Replica",
     "SUPPORTED_FIELDS_DOC",
+    "backend_name",
     "get_platform",
     "load_manifest",
     "validate_manifests",

@@ -32,6 +32,7 @@ __all__ = [
     "AppliedObject",
     "ApplyResult",
     "Platform",
+    "backend_name",
     "get_platform",
 ]
 
@@ -193,6 +194,22 @@ class Platform(abc.ABC):
 _LOCAL_ONLY_OPTIONS = {"restart_backoff_s", "restart_backoff_max_s", "endpoint_lag_s"}
 
 
+def backend_name(backend: str | None = None) -> str:
+    """The backend the labs run on: ``backend`` if given, else env ``HADRLAB_BACKEND``, else ``"local"``.
+
+    Raises:
+        HadrError: a name other than ``local`` or ``kube``.
+    """
+    name = (backend or os.environ.get("HADRLAB_BACKEND") or "local").strip().lower()
+    if name not in ("local", "kube"):
+        raise HadrError(
+            f"Unknown platform backend {name!r} (from "
+            f"{'the backend argument' if backend else 'env HADRLAB_BACKEND'}). "
+            f"Choose 'local' or 'kube'."
+        )
+    return name
+
+
 def get_platform(backend: str | None = None, **options: Any) -> Platform:
     """Return a platform backend: ``local`` (default) or ``kube``.
 
@@ -204,25 +221,19 @@ def get_platform(backend: str | None = None, **options: Any) -> Platform:
     Returns:
         A :class:`Platform`, usable as a context manager.
     """
-    name = (backend or os.environ.get("HADRLAB_BACKEND") or "local").strip().lower()
+    name = backend_name(backend)
     if name == "local":
         from hadrlab.platform.local import LocalPlatform
 
         return LocalPlatform(**options)
-    if name == "kube":
-        from hadrlab.platform.kube import KubePlatform
+    from hadrlab.platform.kube import KubePlatform
 
-        ignored = sorted(set(options) & _LOCAL_ONLY_OPTIONS)
-        for key in ignored:
-            options.pop(key)
-        if ignored:
-            print(
-                f"Note: {', '.join(ignored)} only tune the local backend; on a cluster the "
-                f"kubelet's own restart back-off (10 s, doubling) and endpoint propagation apply."
-            )
-        return KubePlatform(**options)
-    raise HadrError(
-        f"Unknown platform backend {name!r} (from "
-        f"{'the backend argument' if backend else 'env HADRLAB_BACKEND'}). "
-        f"Choose 'local' or 'kube'."
-    )
+    ignored = sorted(set(options) & _LOCAL_ONLY_OPTIONS)
+    for key in ignored:
+        options.pop(key)
+    if ignored:
+        print(
+            f"Note: {', '.join(ignored)} only tune the local backend; on a cluster the "
+            f"kubelet's own restart back-off (10 s, doubling) and endpoint propagation apply."
+        )
+    return KubePlatform(**options)
