@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "predict_payload": "hadrlab.serving",
     # platform
     "get_platform": "hadrlab.platform.base",
+    "backend_name": "hadrlab.platform.base",
     "Platform": "hadrlab.platform.base",
     "Replica": "hadrlab.platform.base",
     "LocalPlatform": "hadrlab.platform.local",
@@ -59,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     # grading and generated labs
     "CheckResult": "hadrlab.grading",
     "Scoreboard": "hadrlab.grading",
+    "NotRun": "hadrlab.grading",
     "grade_notebooks": "hadrlab.grading",
     "generate_labs": "hadrlab.notebooks",
     "check_labs": "hadrlab.notebooks",

@@ -51,6 +51,7 @@ __all__ = [
     "generate_labs",
     "check_labs",
     "read_notebook",
+    "write_notebook",
     "execute_notebook",
     "main_labs",
     "main_solutions",
@@ -163,6 +164,23 @@ def _notebook_text(nb: Any) -> str:
 
     text = nbformat.writes(nb, version=4)
     return text if text.endswith("\n") else text + "\n"
+
+
+def write_notebook(nb: Any, path: str | os.PathLike) -> Path:
+    """Save a notebook, outputs included, as Jupyter would (its folder is created if needed).
+
+    Args:
+        nb: the notebook (e.g. one the grader just executed).
+        path: the ``.ipynb`` file to write.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    # Saved widget state is large and only replays old widgets; the outputs stay.
+    nb.metadata.pop("widgets", None)
+    _write_if_changed(path, _notebook_text(nb))
+    return path
 
 
 def _write_if_changed(path: Path, text: str) -> bool:
@@ -616,7 +634,7 @@ def run_cells(
     kernel_name: str | None = None,
     allow_errors: bool,
     env: dict[str, str] | None = None,
-) -> tuple[list[CellError], str]:
+) -> ExecutionResult:
     """Execute every code cell of ``nb`` (in memory) in a fresh kernel, which is then shut down.
 
     Args:

@@ -42,9 +42,14 @@ def key_figure(result: ExperimentResult) -> str:
     """The one number that says how the experiment went, as a short phrase."""
     m = result.measurements()
     if "availability" in m:
-        return f"availability {100 * m['availability']:.1f}%, p99 {m.get('p99_ms', float('nan')):.0f} ms"
+        # p99 of served requests only (probe_online_slo): none served, no latency to show.
+        p99 = m.get("p99_ms")
+        latency = f"p99 {p99:.0f} ms" if p99 is not None else "no successful request"
+        return f"availability {100 * m['availability']:.1f}%, {latency}"
     if "steps_lost" in m:
-        return f"{m['steps_lost']:.0f} steps lost (checkpoint every {m.get('checkpoint_every', 0):.0f})"
+        every = m.get("checkpoint_every", 0)
+        ckpt = f"checkpoint every {every:.0f} steps" if every else "no checkpoints"
+        return f"{m['steps_lost']:.0f} steps lost ({ckpt})"
     if "corrupted-models-in-production" in m:
         return f"{m['corrupted-models-in-production']:.0f} corrupted model(s) reached production"
     if "duplicates" in m:
@@ -157,6 +162,7 @@ def plot_measurements(results: Sequence[ExperimentResult], *, title: str = "What
     colours = ["#e57373", "#66bb6a", "#64b5f6", "#ffb74d"]
     for ax, (panel, ylabel, key, scale, names, target, target_label) in zip(axes.flat, panels):
         x = np.arange(len(names))
+        tallest = 0.0
         for j, label in enumerate(labels):
             values = []
             for name in names:
@@ -173,17 +179,26 @@ def plot_measurements(results: Sequence[ExperimentResult], *, title: str = "What
                 if not math.isnan(v):
                     ax.annotate(f"{v:.0f}" if scale == 1.0 else f"{v:.1f}", (bar.get_x() + bar.get_width() / 2,
                                 bar.get_height()), ha="center", va="bottom", fontsize=8)
+            tallest = max([tallest] + [v for v in values if not math.isnan(v)])
         ax.axhline(target, color="black", linestyle="--", linewidth=1, label=target_label)
         ax.set_xticks(x, names, fontsize=8)
         ax.set_title(panel, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.set_xlabel("experiment")
+        # Headroom above the tallest bar, so that its value label and the legend (top right)
+        # stay inside the panel instead of running into its title.
+        ax.set_ylim(0, _headroom(max(tallest, target)))
         if key == "availability":
-            ax.set_ylim(0, 110)
-        ax.legend(fontsize=7, loc="best")
+            ax.set_yticks(range(0, 101, 25))  # the headroom is for labels: no tick above 100%
+        ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _headroom(tallest: float) -> float:
+    """The top of a panel's y axis: 45% above its tallest bar (1 for an all-zero panel)."""
+    return 1.45 * tallest if tallest > 0 else 1.0
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:

@@ -108,7 +108,7 @@ def test_grader_scores_the_solution_and_gives_hints_for_the_unfinished_lab(tmp_p
     assert "Score 3/3" in sol_report and "cell errors" not in sol_report
     assert "monthly-error-budget  PASS    21.6 min" in sol_report
     assert "Score 1/3" in lab_report  # the service check needs no exercise
-    assert "name 'budget_min' is not defined: finish the exercise cell above that sets it" in lab_report
+    assert "name 'budget_min' is not defined: the cell that sets it has not run" in lab_report
     assert (
         "finish the exercise cell above (it raised NotImplementedError: "
         "multiply the availabilities of parts in series)" in lab_report

@@ -25,7 +25,7 @@ def test_solution_scores_full_marks_and_learner_twin_fails_with_hints(name):
     assert learner.total == solution.total, learner.report()
     failed = [c for c in learner.checks if not c.passed]
     assert len(failed) >= solution.total // 2, learner.report()
-    assert all(c.hint for c in failed), learner.report()
+    assert all(c.reason and c.advice for c in failed), learner.report()
     # Unfinished exercises are reported as such, not as crashes of the grader.
     assert any(e.ename == "NotImplementedError" for e in learner.errors), learner.report()
 
@@ -39,3 +39,35 @@ def test_checks_follow_the_parameters_an_instructor_gives():
     assert grade.passed == grade.total >= 5, grade.report()
     measured = {c.name: c for c in grade.checks}["measured with this notebook's parameters"]
     assert "300" in str(measured.measured), measured
+
+
+def test_lab03_with_one_experiment_skips_the_others_and_explains_unfinished_cells(tmp_path):
+    """Checks about experiments left out are skipped; in the learner's twin every failing check
+    says why and shows its authored hint, and the report names the first unfinished cell."""
+    solution, learner = grade_notebooks(
+        [ROOT / "solutions" / "03_chaos_pipeline.ipynb", ROOT / "labs" / "03_chaos_pipeline.ipynb"],
+        timeout_s=300, params={"EXPERIMENTS": ["registry-outage"]}, output_dir=tmp_path / "graded",
+    )
+    assert not solution.errors, solution.report()
+    assert (solution.passed, solution.total, solution.skipped) == (6, 6, 5), solution.report()
+    assert solution.report().endswith("Score 6/6 (5 not run)")
+    skipped = [c for c in solution.checks if c.skipped]
+    assert all(c.reason.startswith("not run (") and "not in EXPERIMENTS" in c.reason for c in skipped)
+    assert "StopIteration" not in solution.report()
+
+    first = learner.errors[0]
+    assert first.ename == "NotImplementedError", learner.report()
+    assert learner.root_cause.startswith(f"cell {first.cell_index} raised NotImplementedError")
+    assert f"Likely root cause: cell {first.cell_index} raised NotImplementedError" in learner.report()
+    failed = [c for c in learner.checks if not c.passed and not c.skipped]
+    assert failed and all(c.reason and c.hint and c.hint in c.advice for c in failed), learner.report()
+    contract = {c.name: c for c in learner.checks}["online serving answers through a registry outage"]
+    assert "hardened_results" in contract.reason and "exercise" not in contract.reason
+    assert "cached-model fallback" in contract.advice
+
+    # The executed copies keep every output, for the instructor to read.
+    copies = sorted(p.name for p in (tmp_path / "graded").iterdir())
+    assert copies == ["labs-03_chaos_pipeline.ipynb", "solutions-03_chaos_pipeline.ipynb"]
+    assert solution.executed_path == tmp_path / "graded" / "solutions-03_chaos_pipeline.ipynb"
+    text = solution.executed_path.read_text()
+    assert "Score: 6/6 (5 not run)" in text  # the summary cell's output, not in any source

@@ -10,7 +10,9 @@ from hadrlab.grading import (
     GRADE_FILE_ENV,
     CheckResult,
     NotebookGrade,
+    NotRun,
     Scoreboard,
+    executed_copy_paths,
     read_grade_file,
 )
 
@@ -41,47 +43,92 @@ def test_check_close_accepts_float_rounding_at_the_edge():
 def test_failed_check_close_says_how_far_off_it_is():
     result = Scoreboard("00").check_close("budget", 43.2, 21.6, tol=0.1, unit="min")
     assert not result.passed
-    assert "21.6 min away from 21.6" in result.hint
+    assert result.reason == "43.2 is 21.6 min away from 21.6"
     assert repr(result).startswith("FAIL  budget  measured 43.2 min, expected 21.6 ± 0.1 min")
+    assert repr(result).endswith("-> 43.2 is 21.6 min away from 21.6; hint: re-check the calculation")
+
+
+def test_an_exact_expectation_reads_without_a_tolerance():
+    assert Scoreboard("03").check_close("availability", 0.0, 0, tol=0).expected == "0"
+    assert Scoreboard("03").check_close("availability", 0.0, 0, tol=1e-9).expected == "0"
+    assert Scoreboard("03").check_close("rto", 2.0, 2.0, tol=0.5, unit="s").expected == "2 ± 0.5 s"
 
 
 @pytest.mark.parametrize("measured", ["21.6", None, True, float("nan")])
 def test_check_close_fails_on_values_that_are_not_finite_numbers(measured):
     result = Scoreboard("00").check_close("budget", measured, 21.6, tol=0.1)
     assert not result.passed
-    assert result.hint
+    assert result.reason and result.advice
 
 
-def test_learner_hint_replaces_the_default_hint():
+def test_authored_hint_is_shown_after_the_specific_reason():
     result = Scoreboard("00").check_close("budget", 1.0, 21.6, tol=0.1, hint="use downtime_budget()")
     assert result.hint == "use downtime_budget()"
+    assert result.advice == "1 is 20.6 away from 21.6; hint: use downtime_budget()"
 
 
-def test_unfinished_exercise_fails_with_a_hint_instead_of_raising():
+def test_unfinished_exercise_fails_with_its_reason_and_the_authored_hint():
     def unfinished():
         raise NotImplementedError("compute the monthly budget in minutes")
 
-    result = Scoreboard("00").check_close("budget", unfinished, 21.6, tol=0.1, unit="min")
+    result = Scoreboard("00").check_close("budget", unfinished, 21.6, tol=0.1, unit="min",
+                                          hint="30 days of minutes times (1 - SLO)")
     assert not result.passed
-    assert result.hint == (
+    assert result.reason == (
         "finish the exercise cell above "
         "(it raised NotImplementedError: compute the monthly budget in minutes)"
     )
+    assert result.hint == "30 days of minutes times (1 - SLO)"
     assert "not measured" in repr(result)
+    assert repr(result).endswith("; hint: 30 days of minutes times (1 - SLO)")
 
 
-def test_a_variable_never_defined_fails_with_run_the_cells_above():
-    result = Scoreboard("00").check_true(
-        "wait-costs-latency", lambda: never_defined_latency_ms, lambda ms: ms > 1.0, "> 1.0 ms"  # noqa: F821
+def test_a_variable_never_defined_names_it_without_blaming_an_exercise_and_keeps_the_hint():
+    result = Scoreboard("03").check_true(
+        "hardened outcome", lambda: hardened_results_never_set, bool, "held",  # noqa: F821
+        hint="turn on the data contract",
     )
     assert not result.passed
-    assert result.hint.startswith("name 'never_defined_latency_ms' is not defined: finish the exercise cell above")
+    assert result.reason.startswith("name 'hardened_results_never_set' is not defined: the cell that sets it")
+    assert "exercise" not in result.reason
+    assert result.advice.endswith("; hint: turn on the data contract")
 
 
 def test_any_other_exception_names_its_type_and_message():
     result = Scoreboard("00").check_equal("policy", lambda: {}["policy"], "allkeys-lru")
     assert not result.passed
-    assert "KeyError" in result.hint and "'policy'" in result.hint
+    assert "KeyError" in result.reason and "'policy'" in result.reason
+
+
+def test_not_run_skips_the_check_and_leaves_it_out_of_the_score(capsys):
+    def availability():
+        raise NotRun("not run (registry-slow is not in EXPERIMENTS)")
+
+    board = Scoreboard("03")
+    board.check_true("slow registry", availability, lambda a: a >= 0.99, ">= 0.99", hint="add a fallback")
+    board.skip("outage", "not run (registry-outage is not in EXPERIMENTS)")
+    board.check_equal("gaps", 0, 0)
+    skipped = board.results[0]
+    assert (skipped.status, skipped.passed, skipped.skipped) == ("SKIP", False, True)
+    assert repr(skipped) == "SKIP  slow registry  not run (registry-slow is not in EXPERIMENTS)"
+    assert (board.passed, board.total, board.skipped) == (1, 1, 2)
+    board.summary()
+    assert capsys.readouterr().out == "SKIP slow registry\nSKIP outage\nPASS gaps\nScore: 1/1 (2 not run)\n"
+    assert "1/1 (2 not run)" in board._repr_html_()
+
+
+def test_tuples_and_lists_read_naturally_in_the_notebook_and_after_the_grade_file(tmp_path, monkeypatch):
+    grade_file = tmp_path / "grades.jsonl"
+    monkeypatch.setenv(GRADE_FILE_ENV, str(grade_file))
+    board = Scoreboard("01")
+    board.check_true("grace", (19, 0), lambda v: v[1] == 0, "no drain left")
+    board.check_equal("switches off", [], [])
+    board.check_equal("pair", ("a", 1.5), ("a", 1.5))
+    assert [r.measured_text for r in board.results] == ["(19, 0)", "[]", "('a', 1.5)"]
+    collected = read_grade_file(grade_file)
+    assert [c.measured_text for c in collected] == ["(19, 0)", "[]", "('a', 1.5)"]
+    assert [c.expected for c in collected][1:] == ["[]", "('a', 1.5)"]
+    assert json.loads(grade_file.read_text().splitlines()[0])["measured"] == [19, 0]
 
 
 def test_check_true_uses_the_condition_and_shows_the_expectation_in_words():
@@ -90,13 +137,13 @@ def test_check_true_uses_the_condition_and_shows_the_expectation_in_words():
     bad = board.check_true("wait-latency", 0.4, lambda ms: ms > 1.0, "> 1.0 ms")
     assert ok.passed and not bad.passed
     assert bad.expected == "> 1.0 ms"
-    assert bad.hint == "0.4 does not meet > 1.0 ms"
+    assert bad.reason == bad.advice == "0.4 does not meet > 1.0 ms"
 
 
 def test_check_true_fails_when_the_condition_cannot_be_evaluated():
     result = Scoreboard("02").check_true("wait-latency", None, lambda ms: ms > 1.0, "> 1.0 ms")
     assert not result.passed
-    assert "TypeError" in result.hint
+    assert "TypeError" in result.reason and "TypeError" in result.advice
 
 
 def test_check_equal_ignores_case_and_spacing_of_strings_only():
@@ -150,8 +197,9 @@ def test_every_check_appends_one_json_line_to_the_grade_file(tmp_path, monkeypat
     lines = [json.loads(line) for line in grade_file.read_text().splitlines()]
     assert len(lines) == 3
     assert lines[0] == {
-        "lab": "00", "name": "budget", "passed": True, "measured": 21.6,
-        "expected": "21.6 ± 0.1 min", "hint": "", "unit": "min", "error": "",
+        "lab": "00", "name": "budget", "status": "PASS", "passed": True, "skipped": False,
+        "measured": 21.6, "measured_text": "21.6", "expected": "21.6 ± 0.1 min", "reason": "",
+        "hint": "", "unit": "min", "error": "",
     }
     assert lines[1]["measured"].startswith("<object object at")  # json-safe repr
     assert lines[2]["passed"] is False and lines[2]["measured"] is None
@@ -187,6 +235,50 @@ def test_notebook_grade_report_lists_checks_errors_and_score(tmp_path):
     assert grade.score == 0.5
 
 
+def test_report_names_the_first_failed_cell_as_the_likely_root_cause(tmp_path):
+    from hadrlab.notebooks import CellError
+
+    grade = NotebookGrade(
+        tmp_path / "lab03.ipynb",
+        checks=[CheckResult("hardened", False, None, "held", hint="turn on the contract",
+                            error="NameError", reason="name 'hardened_results' is not defined: ...")],
+        errors=[CellError(7, "NotImplementedError", "build my_hardening", "# TODO: build my_hardening"),
+                CellError(9, "NameError", "name 'my_hardening' is not defined", "hardened = ...")],
+    )
+    text = grade.report()
+    assert ("Likely root cause: cell 7 raised NotImplementedError (build my_hardening): finish it first; "
+            "later failures follow from it.") in text
+    assert "name 'hardened_results' is not defined: ...; hint: turn on the contract" in text
+    assert grade.to_dict()["root_cause"].startswith("cell 7 raised NotImplementedError")
+    other = NotebookGrade(tmp_path / "x.ipynb", errors=[CellError(3, "KeyError", "'p99_ms'", "x")])
+    assert other.root_cause.startswith("cell 3 raised KeyError ('p99_ms'): fix it first")
+    assert NotebookGrade(tmp_path / "ok.ipynb").root_cause == ""
+
+
+def test_notebook_score_leaves_skipped_checks_out(tmp_path):
+    grade = NotebookGrade(
+        tmp_path / "lab03.ipynb",
+        checks=[CheckResult(f"p{i}", True, 1, "1") for i in range(6)]
+        + [CheckResult(f"s{i}", False, None, "", reason="not run (x is not in EXPERIMENTS)", skipped=True)
+           for i in range(5)],
+    )
+    assert (grade.passed, grade.total, grade.skipped, grade.score) == (6, 6, 5, 1.0)
+    text = grade.report()
+    assert text.endswith("Score 6/6 (5 not run)")
+    assert "SKIP    not run  " in text and "not run (x is not in EXPERIMENTS)" in text
+    data = grade.to_dict()
+    assert (data["passed"], data["total"], data["skipped"], data["score_text"]) == (6, 6, 5, "6/6 (5 not run)")
+
+
+def test_executed_copies_are_named_after_submissions_and_never_overwrite_one(tmp_path):
+    subs = [tmp_path / "alice" / "lab03.ipynb", tmp_path / "bob" / "lab03.ipynb", tmp_path / "carol" / "lab00.ipynb"]
+    out = tmp_path / "graded"
+    assert executed_copy_paths(subs, out) == [out / "alice-lab03.ipynb", out / "bob-lab03.ipynb", out / "lab00.ipynb"]
+    # The output folder is the submissions' own folder: the copy takes another name.
+    (same,) = executed_copy_paths([tmp_path / "alice" / "lab03.ipynb"], tmp_path / "alice")
+    assert same != tmp_path / "alice" / "lab03.ipynb" and same.parent == tmp_path / "alice"
+
+
 def test_ungraded_notebook_report_says_why(tmp_path):
     grade = NotebookGrade(tmp_path / "x.ipynb", problem="x.ipynb was not found.", graded=False)
     assert "NOT GRADED: x.ipynb was not found." in grade.report()
@@ -196,14 +288,14 @@ def test_ungraded_notebook_report_says_why(tmp_path):
 def test_check_true_shows_the_unit_of_the_measured_value():
     result = Scoreboard("00").check_true("wait-latency", 0.4, lambda ms: ms > 1.0, "> 1.0 ms", unit="ms")
     assert repr(result).startswith("FAIL  wait-latency  measured 0.4 ms, expected > 1.0 ms")
-    assert result.hint == "0.4 ms does not meet > 1.0 ms"
+    assert result.advice == "0.4 ms does not meet > 1.0 ms"
 
 
 def _fake_grades(monkeypatch, scores):
     """Make the grader return fixed grades instead of running kernels."""
     import hadrlab.grading as grading
 
-    def fake(path, timeout_s=300, kernel_name=None, params=None):
+    def fake(path, timeout_s=300, kernel_name=None, params=None, executed_path=None):
         passed, total = scores[str(path)]
         checks = [CheckResult(f"c{i}", i < passed, 1, "1") for i in range(total)]
         return NotebookGrade(grading.Path(path), checks=checks)
@@ -253,8 +345,11 @@ def test_grader_cell_numbers_are_the_learners_with_or_without_param(tmp_path, ca
     for label, extra in (("plain", []), ("param", ["--param", "N=2"])):
         out_json, out_csv = tmp_path / f"{label}.json", tmp_path / f"{label}.csv"
         code = main_grade([str(notebook), "--timeout", "60", "--json", str(out_json),
-                           "--csv", str(out_csv), *extra])
+                           "--csv", str(out_csv), "--output-dir", str(tmp_path / label), *extra])
         assert code == 0
+        # The executed copy is kept, outputs included, even though the kernel died.
+        executed = json.loads((tmp_path / label / "lab98.ipynb").read_text())
+        assert [o["ename"] for o in executed["cells"][3]["outputs"] if o["output_type"] == "error"] == ["ValueError"]
         (grade,) = json.loads(out_json.read_text())
         with open(out_csv, newline="") as fh:
             (row,) = list(csv.DictReader(fh))
@@ -266,3 +361,5 @@ def test_grader_cell_numbers_are_the_learners_with_or_without_param(tmp_path, ca
         assert [(e["cell_index"], e["evalue"]) for e in grade["errors"]] == [(3, f"N is {n}")]
         assert "the kernel died while running cell 4" in grade["problem"]
         assert "the kernel died while running cell 4" in row["hint"]
+        assert row["reason"].startswith("cell 3 raised ValueError (N is")
+        assert f"executed copy: {tmp_path / label / 'lab98.ipynb'}" in text

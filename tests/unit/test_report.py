@@ -78,3 +78,47 @@ def test_write_report_saves_markdown_and_figures_next_to_it(results, tmp_path):
         png = path.parent / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert plt.get_fignums() == before  # no pyplot figure left open
+
+
+def test_latency_is_of_served_requests_and_absent_when_none_was_served(tmp_path):
+    """The before probe served requests; the after probe none: its p99 must not be the before's."""
+    down = journal(tmp_path, "registry-slow", "baseline", after=False,
+                   outputs={"before": {"availability": 1.0, "p99_ms": 9.0},
+                            "after": {"availability": 0.0, "p99_ms": None}})
+    assert "p99_ms" not in down.measurements()
+    assert key_figure(down) == "availability 0.0%, no successful request"
+    up = journal(tmp_path, "registry-outage", "hardened", outputs={"after": {"availability": 1.0, "p99_ms": 8.0}})
+    assert key_figure(up) == "availability 100.0%, p99 8 ms"
+
+
+def test_steps_lost_says_no_checkpoints_rather_than_every_zero(results):
+    assert key_figure(results[1]) == "35 steps lost (no checkpoints)"
+    assert key_figure(results[3]) == "5 steps lost (checkpoint every 10 steps)"
+
+
+def test_measurement_value_labels_stay_inside_their_panels(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from hadrlab.report import plot_measurements
+
+    runs = [
+        journal(tmp_path, "kill-trainer", "baseline", after=False, outputs={"after": {"steps_lost": 35}}),
+        journal(tmp_path, "kill-trainer", "hardened", outputs={"after": {"steps_lost": 5}}),
+        journal(tmp_path, "kill-batch-scorer", "baseline", after=False,
+                outputs={"after": {"duplicates": 0, "gaps": 700}}),
+        journal(tmp_path, "kill-batch-scorer", "hardened", outputs={"after": {"duplicates": 0, "gaps": 0}}),
+        journal(tmp_path, "registry-outage", "hardened", outputs={"after": {"availability": 1.0, "p99_ms": 8.0}}),
+    ]
+    fig = plot_measurements(runs)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.canvas.draw()
+    labels = 0
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        for text in ax.texts:
+            if not text.get_text():
+                continue
+            labels += 1
+            extent = text.get_window_extent(renderer)
+            assert extent.y1 <= box.y1 - 2, f"{text.get_text()!r} runs into the top of {ax.get_title()!r}"
+    assert labels >= 5  # 35, 5, 700, 0, 100.0
