@@ -80,6 +80,8 @@ class DrillResult:
     alerts: Any  # DataFrame t, status, alertname, region, summary
     lag: Any = None  # DataFrame t, lag_bytes, lag_ms (sample_lag=True)
     load: Any = field(default=None)  # the locust LoadResult
+    policy_errors: int = 0  # sidecar rounds in which the read policy raised or answered no region
+    policy_error: str = ""  # the last such error, e.g. "NotImplementedError: ..."
 
     # -- reads ----------------------------------------------------------------------
 
@@ -152,6 +154,54 @@ class DrillResult:
         """How many times the sidecar moved reads during the drill."""
         return len(self.decisions)
 
+    def failover_steps(self):
+        """Where a failover's time went: Sentinel's steps and the writer's, in seconds from the fault.
+
+        Returns:
+            A Series indexed by step: Sentinel's first ``+sdown`` (the primary silent for
+            down-after), ``+odown`` (a quorum agrees), ``+switch-master`` (the replica
+            promoted and announced); the writer's longest failed write (how long it was stuck
+            on the old primary before trying again), the start of its first write that the
+            new primary acknowledged, and that write's acknowledgement (the write RTO).
+        """
+        import pandas as pd
+
+        steps: dict[str, float | None] = {"+sdown": None, "+odown": None, "+switch-master": None,
+                                          "writer: longest failed write (s)": None,
+                                          "writer: first write to the new primary sent": None,
+                                          "writer: ... and acknowledged (write RTO)": None}
+        if self.fault_t is None:
+            return pd.Series(steps, dtype=object, name=self.name)
+        e = self.events
+        for kind in ("+sdown", "+odown", "+switch-master"):
+            times = e.loc[(e["kind"] == kind) & (e["t"] >= self.fault_t), "t"]
+            steps[kind] = None if times.empty else round(float(times.min() - self.fault_t), 2)
+        w = self.writes
+        if len(w):
+            after = w[w["t_ack"] >= self.fault_t]
+            failed = after[after["ok"] == 0]
+            if len(failed):
+                steps["writer: longest failed write (s)"] = round(float(failed["latency_ms"].max()) / 1000, 2)
+            acked = after[(after["ok"] == 1) & (after["region"] == self.new_primary)]
+            if self.new_primary != self.old_primary and len(acked):
+                first = acked.loc[acked["t_ack"].idxmin()]
+                steps["writer: first write to the new primary sent"] = round(float(first["t"] - self.fault_t), 2)
+                steps["writer: ... and acknowledged (write RTO)"] = round(float(first["t_ack"] - self.fault_t), 2)
+        return pd.Series(steps, dtype=object, name=self.name)
+
+    def policy_hint(self, hint: str) -> str:
+        """``hint``, or, when the sidecar's read policy failed during the drill, why that comes first.
+
+        A policy that raises leaves reads where they are: a drill where reads should stay
+        put would then pass without the policy having decided anything.
+        """
+        if not self.policy_errors:
+            return hint
+        return (f"the sidecar's read policy failed in {self.policy_errors} check rounds of this drill "
+                f"({self.policy_error}), so reads stayed where they were without any decision: finish "
+                f"ReadFailoverPolicy.decide (Exercise 2), re-run its cells and the cell that starts the "
+                f"sidecar, then this drill")
+
     def alerts_after_fault(self):
         """The alerts, with the seconds from the fault (or the drill start) to their arrival."""
         table = self.alerts.copy()
@@ -180,6 +230,8 @@ class DrillResult:
             "alerts": len(self.alerts),
             "primary": f"{self.old_primary}->{self.new_primary}" if self.new_primary != self.old_primary
             else self.old_primary,
+            # Only when there were some: a healthy drill's row stays as it was.
+            **({"policy_errors": f"{self.policy_errors} ({self.policy_error})"} if self.policy_errors else {}),
         }
 
     def __repr__(self) -> str:
@@ -345,6 +397,14 @@ def _get_json(url: str, timeout_s: float = 2.0) -> Any:
         return json.loads(resp.read())
 
 
+def _policy_errors(sidecar: Any) -> tuple[int, str]:
+    """(policy errors so far, the last one) from the sidecar's /state; (0, "") if it cannot say."""
+    with contextlib.suppress(Exception):
+        errors = _get_json(f"{sidecar.url.rstrip('/')}/state").get("policy_errors") or {}
+        return int(errors.get("count", 0)), str((errors.get("last") or {}).get("error", ""))
+    return 0, ""
+
+
 def sidecar_decisions(sidecar: Any, since: float = 0.0) -> list[dict]:
     """The sidecar's read switches after ``since``: ``[{"t", "from", "to", "reason"}]``."""
     base = sidecar if isinstance(sidecar, str) else sidecar.url
@@ -453,6 +513,7 @@ def run_drill(
     txns = _records(transactions if transactions is not None else generate_transactions(200, seed=7, n_cards=20))
     body = {k: txns[0][k] for k in ("card_id", "amount", "merchant_category")}
     old = fs.current_primary()
+    errors_before = _policy_errors(sidecar)[0] if sidecar is not None else 0
     run = start_load(api.url, users=users, wait_ms=wait_ms, duration_s=duration_s, path="/score",
                      body=body, timeout_s=2.0, name=f"load-{name}")
     started = run.started_at or time.time()
@@ -498,6 +559,7 @@ def run_drill(
     events = fs.events(since=started)
     events = events[events["kind"].isin(KEY_EVENTS + FAULT_KINDS)]
     decisions = sidecar_decisions(sidecar, since=started) if sidecar is not None else []
+    errors_after, last_error = _policy_errors(sidecar) if sidecar is not None else (0, "")
     rows = [{"t": d["t"], "kind": f"reads->{d['to']}", "detail": d["reason"], "source": "sidecar"}
             for d in decisions]
     if fault_t is not None and not (events["t"].sub(fault_t).abs() < 0.05).any():
@@ -523,7 +585,8 @@ def run_drill(
         old_primary=old, new_primary=new, reads=reads, writes=writes, events=events,
         decisions=decisions, alerts=alerts.reset_index(drop=True),
         lag=pd.DataFrame(lag.rows, columns=["t", "lag_bytes", "lag_ms"]) if lag is not None else None,
-        load=load,
+        load=load, policy_errors=max(0, errors_after - errors_before),
+        policy_error=last_error if errors_after > errors_before else "",
     )
 
 
@@ -649,8 +712,16 @@ def plot_lag(lag: Any, *, one_way_ms: float | None = None, title: str = "Replica
     return fig
 
 
-def plot_dr_summary(drills: list, rpo: list, *, title: str = "Feature-store DR, measured"):
-    """Read and write RTO per fault (bars), and acknowledged writes lost, async vs WAIT."""
+def plot_dr_summary(drills: list, rpo: list, *, title: str = "Feature-store DR, measured",
+                    write_rto_target_s: float | None = None):
+    """Read and write RTO per fault (bars), and acknowledged writes lost, async vs WAIT.
+
+    Args:
+        drills: the fault drills (:class:`DrillResult`).
+        rpo: the RPO trials (:class:`~hadrlab.featurestore.RpoResult`).
+        title: the figure's title.
+        write_rto_target_s: drawn as a dashed line on the RTO panel, when given.
+    """
     import math
 
     import matplotlib.pyplot as plt
@@ -667,12 +738,16 @@ def plot_dr_summary(drills: list, rpo: list, *, title: str = "Feature-store DR, 
             text = "none" if v is None else f"{v:.2f} s"
             ax_rto.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 2),
                             textcoords="offset points", ha="center", fontsize=8)
+    if write_rto_target_s is not None:
+        ax_rto.axhline(write_rto_target_s, color="#d62728", linestyle="--", linewidth=1.2,
+                       label=f"write RTO target {write_rto_target_s:g} s")
     ax_rto.set_xticks(range(len(names)))
     ax_rto.set_xticklabels(names)
     ax_rto.set_ylabel("seconds from the fault")
     ax_rto.set_title("recovery time (none: not needed / did not move)", fontsize=10)
     ax_rto.legend(fontsize=8, loc="upper left")
-    ax_rto.set_ylim(0, max([1.0] + [d.write_rto_s or 0 for d in drills] + [d.read_rto_s or 0 for d in drills]) * 1.25)
+    ax_rto.set_ylim(0, max([1.0, write_rto_target_s or 0] + [d.write_rto_s or 0 for d in drills]
+                           + [d.read_rto_s or 0 for d in drills]) * 1.3)
     labels = [f"{r.mode}\n({r.acknowledged} acked)" for r in rpo]
     lost = [r.lost_acknowledged for r in rpo]
     bars = ax_rpo.bar(range(len(rpo)), lost, color=["#d62728" if n else "#2ca02c" for n in lost])
@@ -691,6 +766,19 @@ def plot_dr_summary(drills: list, rpo: list, *, title: str = "Feature-store DR, 
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def _label_offsets_pt(xs: list[float], span_s: float, fig: Any, ax: Any, gap_pt: float = 9.0) -> list[float]:
+    """Horizontal offsets (points) of vertical labels at ``xs``, so that labels of events close in time
+    sit side by side instead of on top of each other (each at least ``gap_pt`` from the previous one)."""
+    width_pt = fig.get_size_inches()[0] * 72 * ax.get_position().width
+    per_s = width_pt / max(span_s, 1e-9)
+    offsets, last = [], float("-inf")
+    for x in xs:  # xs are in time order (signals() is sorted)
+        at = max(x * per_s + 2, last + gap_pt)
+        offsets.append(at - x * per_s)
+        last = at
+    return offsets
 
 
 def plot_reads(drill: Any, *, title: str | None = None):
@@ -713,14 +801,25 @@ def plot_reads(drill: Any, *, title: str | None = None):
     failed = r[~r["ok"]]
     ax.scatter(failed["t_start"] - t0, failed["latency_ms"], s=30, marker="x", color="#d62728", label="failed")
     ax.set_yscale("log")
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
 
+    # Headroom above the slowest read (the API's 200 ms Redis timeout, then region B), room
+    # for the event labels, and round-number ticks: a log axis alone labels only 10 and 100.
+    latencies = r["latency_ms"].dropna()
+    top = max(300.0, float(latencies.max()) * 3) if len(latencies) else 1000.0
+    bottom = min(1.0, float(latencies.min()) * 0.7) if len(latencies) else 1.0
+    ax.set_ylim(bottom, top)
+    ax.yaxis.set_major_locator(FixedLocator([v for v in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+                                             if bottom <= v <= top]))
     ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_minor_formatter(NullFormatter())
-    for _, event in drill.signals().iterrows():
-        x = event["t"] - t0
+    signals = drill.signals()
+    xs = [float(t) - t0 for t in signals["t"]]
+    span_s = max([1.0, float(r["t_end"].max() - t0) if len(r) else 1.0] + xs)
+    for (_, event), x, dx in zip(signals.iterrows(), xs, _label_offsets_pt(xs, span_s, fig, ax)):
         ax.axvline(x, color="#7f7f7f", linestyle=":", linewidth=1)
-        ax.annotate(event["kind"], xy=(x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+        ax.annotate(event["kind"], xy=(x, 1.0), xycoords=("data", "axes fraction"), xytext=(dx, -2),
                     textcoords="offset points", rotation=90, va="top", fontsize=7, color="#444444")
     if drill.fault_t is not None:
         ax.axvline(drill.fault_t - t0, color="#d62728", linestyle="--", linewidth=1.6, label=f"fault: {drill.name}")

@@ -812,6 +812,20 @@ def _wait_discovered(fs: FeatureStore, timeout_s: float) -> None:
         time.sleep(0.1)
 
 
+# The stores start_feature_store made in this process, so that a second call can say
+# which one is still running (a re-run notebook cell would otherwise leave it behind unseen).
+_STARTED: list[FeatureStore] = []
+
+
+def _note_running_stores() -> None:
+    _STARTED[:] = [s for s in _STARTED if not s._stopped and any(n.alive() for n in s.sentinels)]
+    for store in _STARTED:
+        print(f"note: the feature store started earlier (region a on {store.region_a.address}, region b "
+              f"on {store.region_b.address}) is still running; this "
+              f"starts another one beside it. Stop the earlier one with its .stop() (e.g. fs.stop() "
+              f"before re-running the cell that starts it), or everything with hadrlab.stop_children().")
+
+
 def start_feature_store(
     *,
     password: str | None = None,
@@ -832,7 +846,7 @@ def start_feature_store(
         cross_region_latency_ms: one-way latency added on both regions' proxies from the
             start (each request then costs ~2x this in round trip).
         down_after_ms: Sentinel's ``down-after-milliseconds``: silence before a server is
-            considered down. The write RTO is about this plus ~1.3 s.
+            considered down. The write RTO is about this plus ~1.5 s (Lab 02 measures it).
         failover_timeout_ms: Sentinel's ``failover-timeout``.
         min_replicas_to_write: each Redis refuses writes unless this many replicas are
             connected, with a replication ack no older than ``min_replicas_max_lag_s``. 1 stops a
@@ -849,14 +863,14 @@ def start_feature_store(
         ServiceNotReady: the ready state was not reached; the message says which part did
             not happen (link, Sentinel discovery) and where the logs are.
     """
-    import os
-
     from hadrlab.faults import start_proxy
+    from hadrlab.platform.base import backend_name
 
-    if os.environ.get("HADRLAB_BACKEND", "").strip().lower() == "kube":
+    if backend_name() == "kube":
         print("note: HADRLAB_BACKEND=kube, but this feature store runs as local processes, as do Lab 02's "
               "API and sidecar. The cluster's store is hadrlab.start_kube_feature_store() "
               "(infra/kind/README.md, 'Lab 02 on the cluster').")
+    _note_running_stores()
     password = password if password is not None else secrets.token_hex(16)
     started = time.monotonic()
     parts: list[Any] = []
@@ -908,6 +922,7 @@ def start_feature_store(
         parts.append(fs)
         _wait_discovered(fs, max(1.0, timeout_s - (time.monotonic() - started)))
         fs.startup_s = time.monotonic() - started
+        _STARTED.append(fs)
         return fs
     except BaseException:
         for part in reversed(parts):

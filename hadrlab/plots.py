@@ -146,14 +146,21 @@ def plot_timeline(
     axes = (ax_rps, ax_err, ax_lat)
     if events is not None and len(events):
         shown = events.sort_values("t")
-        for i, (_, event) in enumerate(shown.iterrows()):
-            ex = float(event["t"]) - started
+        # Labels of events close in time go side by side, each at least label_gap_pt right of
+        # the previous one, instead of printing over each other.
+        xs = [float(t) - started for t in shown["t"]]
+        span_s = max([1.0] + ([float(x[-1]) + window_s] if len(x) else []) + xs)
+        pt_per_s = fig.get_size_inches()[0] * 72 * ax_rps.get_position().width / span_s
+        label_gap_pt, last_pt = 9.0, float("-inf")
+        for i, ((_, event), ex) in enumerate(zip(shown.iterrows(), xs)):
             for ax in axes:
                 ax.axvline(ex, color=_EVENT_COLOR, linestyle=":", linewidth=1)
             if i < _MAX_EVENT_LABELS:
+                at_pt = max(ex * pt_per_s + 2, last_pt + label_gap_pt)
+                last_pt = at_pt
                 ax_rps.annotate(
                     str(event.get("kind", "")), xy=(ex, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(2, -2), textcoords="offset points", rotation=90, va="top",
+                    xytext=(at_pt - ex * pt_per_s, -2), textcoords="offset points", rotation=90, va="top",
                     fontsize=7, color="#444444",
                 )
     for label, t in _faults(fault_t):

@@ -15,9 +15,11 @@ Three parts:
 
       GET /state     {"read_region": "a"|"b", "since", "primary": {...}, "secondary": {...},
                       "decisions": [last switches], "policy", "elected": {...},
-                      "primary_moves": [...]}
-      GET /history   the check log: [{"t", "region", "ok", "latency_ms", "error", "read_region"}]
-                     (?since=<epoch s> returns only newer checks)
+                      "primary_moves": [...],
+                      "policy_errors": {"count", "last", "recent"}}
+      GET /history   the check log: [{"t", "region", "ok", "latency_ms", "error", "read_region",
+                     "primary", "policy_error"}] (?since=<epoch s> returns only newer checks;
+                     "policy_error" is "" unless the policy raised or answered no region)
       GET /metrics   Prometheus text
 
   It POSTs Alertmanager-style alerts to ALERT_URL when reads switch region (ReadFailover
@@ -475,6 +477,11 @@ class Sidecar:
         self.decisions: deque = deque(maxlen=50)
         self.history: deque = deque(maxlen=20_000)
         self.checks = Counter()  # (region, ok)
+        # A policy that raises (a learner's unfinished decide()) or answers something that is
+        # not a region keeps reads where they are; counted and shown, so a drill that saw no
+        # switch can tell "the policy chose to stay" from "the policy never answered".
+        self.policy_errors = 0
+        self.policy_error_log: deque = deque(maxlen=50)
         self.failover_started: float | None = None
         self.lock = threading.Lock()
         self.alerts = _AlertSender(env.get("ALERT_URL", ""))
@@ -606,15 +613,18 @@ class Sidecar:
                 self.bad[check.region] = self.bad[check.region] + 1 if bad else 0
                 self.good[check.region] = 0 if bad else self.good[check.region] + 1
                 self._track_down(check)
+            policy_error = ""
             try:
                 new = self.policy.decide(self.read_region, primary, secondary)
             except Exception as exc:  # a learner's policy may raise: keep the last decision
-                logger.warning("The policy %r raised %s: %s; reads stay on %s.",
-                               self.policy, type(exc).__name__, exc, self.read_region)
+                policy_error = f"{type(exc).__name__}: {exc}"
                 new = self.read_region
-            if new not in self.clients:
-                logger.warning("The policy returned %r, not a region (a or b); ignored.", new)
-                new = self.read_region
+            else:
+                if new not in self.clients:
+                    policy_error = f"decide() returned {new!r}, not a region ('a' or 'b')"
+                    new = self.read_region
+            if policy_error:
+                self._record_policy_error(policy_error, primary.t)
             reason = None
             other = secondary if new == primary.region else primary
             if new in self.untrusted and other.ok and other.region not in self.untrusted:
@@ -625,7 +635,16 @@ class Sidecar:
             if new != self.read_region:
                 self._switch(new, primary, reason)
             for check in (primary, secondary):
-                self.history.append({**asdict(check), "read_region": self.read_region, "primary": self.primary})
+                self.history.append({**asdict(check), "read_region": self.read_region, "primary": self.primary,
+                                     "policy_error": policy_error})
+
+    def _record_policy_error(self, error: str, t: float) -> None:
+        self.policy_errors += 1
+        last = self.policy_error_log[-1]["error"] if self.policy_error_log else None
+        self.policy_error_log.append({"t": t or time.time(), "error": error})
+        if error != last:  # once per new message: a policy raising every round would flood the log
+            logger.warning("The policy %r failed: %s; reads stay on region %s until it answers a region.",
+                           self.policy, error, self.read_region)
 
     def _track_down(self, check: Check) -> None:
         region = check.region
@@ -696,6 +715,9 @@ class Sidecar:
                     "elected": {k: v for k, v in self.elected.items()},
                     "primary_moves": list(self.primary_moves)[-20:],
                     "check_interval_ms": self.interval_s * 1000,
+                    "policy_errors": {"count": self.policy_errors,
+                                      "last": self.policy_error_log[-1] if self.policy_error_log else None,
+                                      "recent": list(self.policy_error_log)[-20:]},
                     "alerts": {"sent": self.alerts.sent, "failed": self.alerts.failed}}
 
     def history_since(self, since: float) -> list[dict]:
@@ -725,6 +747,9 @@ class Sidecar:
                 text.sample("sidecar_region_untrusted", int(r in self.untrusted), region=r)
             text.family("sidecar_read_switches_total", "counter", "Times reads changed region.")
             text.sample("sidecar_read_switches_total", sum(1 for _ in self.decisions))
+            text.family("sidecar_policy_errors_total", "counter",
+                        "Rounds in which the policy raised or answered no region (reads stayed put).")
+            text.sample("sidecar_policy_errors_total", self.policy_errors)
             text.family("sidecar_alerts_sent_total", "counter", "Alerts delivered to ALERT_URL.")
             text.sample("sidecar_alerts_sent_total", self.alerts.sent)
             text.family("sidecar_alerts_failed_total", "counter", "Alerts that could not be delivered.")

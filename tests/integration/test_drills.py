@@ -111,3 +111,78 @@ def test_a_kill_drill_measures_read_and_write_rto_and_alerts():
     assert drill.load.failures <= 2, drill.load.timeline[~drill.load.timeline["ok"]]
     table = summary_table([drill], [])
     assert table.loc["kill", "write_rto_s"] == round(drill.write_rto_s, 2)
+
+
+def _drill(**overrides):
+    from hadrlab.drills import DrillResult
+
+    events = pd.DataFrame({"t": [102.0, 103.1, 103.2, 104.4], "kind": ["partition", "+sdown", "+odown", "+switch-master"],
+                           "detail": "", "source": ["drill", "witness", "witness", "witness"]})
+    writes = _writes([
+        (101.9, 1, "c1", 1, "a", 10.0, ""),
+        (102.0, 2, "c1", 0, "a", 2300.0, "TimeoutError"),  # stuck on the silent region
+        (104.3, 3, "c1", 1, "b", 500.0, ""),              # sent before +switch-master, acknowledged by B
+    ])
+    writes["t_ack"] = writes["t"] + writes["latency_ms"] / 1000
+    fields = dict(name="partition", started_at=100.0, ended_at=110.0, fault_t=102.0, restore_t=107.0,
+                  old_primary="a", new_primary="b", reads=_reads([]).assign(stale=False), writes=writes,
+                  events=events, decisions=[], alerts=pd.DataFrame(columns=["t", "status", "alertname", "region"]))
+    return DrillResult(**{**fields, **overrides})
+
+
+def test_failover_steps_say_where_the_write_rto_went():
+    steps = _drill().failover_steps()
+    assert steps["+sdown"] == 1.1 and steps["+odown"] == 1.2 and steps["+switch-master"] == 2.4
+    assert steps["writer: longest failed write (s)"] == 2.3
+    assert steps["writer: first write to the new primary sent"] == 2.3
+    assert steps["writer: ... and acknowledged (write RTO)"] == pytest.approx(_drill().write_rto_s, abs=0.01)
+
+
+def test_a_drill_whose_policy_raised_says_so_in_its_hint_and_row():
+    quiet = _drill()
+    assert quiet.policy_hint("is the threshold right?") == "is the threshold right?"
+    assert "policy_errors" not in quiet.as_row()
+    failed = _drill(policy_errors=42, policy_error="NotImplementedError: count bad/good checks in a row")
+    hint = failed.policy_hint("is the threshold right?")
+    assert "NotImplementedError: count bad/good checks in a row" in hint and "42" in hint
+    assert "ReadFailoverPolicy.decide" in hint
+    assert failed.as_row()["policy_errors"].startswith("42 (NotImplementedError")
+
+
+def test_labels_of_events_close_in_time_are_set_side_by_side():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hadrlab.drills import _label_offsets_pt
+
+    fig, ax = plt.subplots(figsize=(10, 3))
+    try:
+        xs = [1.0, 4.45, 4.5, 4.52, 8.0]
+        offsets = _label_offsets_pt(xs, 10.0, fig, ax)
+    finally:
+        plt.close(fig)
+    per_s = 10 * 72 * ax.get_position().width / 10.0
+    placed = [x * per_s + dx for x, dx in zip(xs, offsets)]
+    assert all(b - a >= 9.0 - 1e-6 for a, b in zip(placed, placed[1:]))  # no two labels overlap
+    assert offsets[0] == 2 and offsets[-1] == 2  # a label with room stays next to its line
+
+
+def test_starting_a_second_feature_store_names_the_one_still_running(capsys):
+    from types import SimpleNamespace
+
+    from hadrlab import featurestore
+
+    alive = SimpleNamespace(alive=lambda: True)
+    running = SimpleNamespace(_stopped=False, sentinels=[alive], region_a=SimpleNamespace(name="a", address="127.0.0.1:7001"),
+                              region_b=SimpleNamespace(name="b", address="127.0.0.1:7002"))
+    stopped = SimpleNamespace(**{**vars(running), "_stopped": True})
+    saved = list(featurestore._STARTED)
+    featurestore._STARTED[:] = [running, stopped]
+    try:
+        featurestore._note_running_stores()
+    finally:
+        featurestore._STARTED[:] = saved
+    out = capsys.readouterr().out
+    assert out.count("note:") == 1 and "127.0.0.1:7001" in out and "hadrlab.stop_children()" in out

@@ -126,6 +126,25 @@ def test_a_policy_written_in_a_notebook_drives_the_sidecar(pair):
         sidecar.stop()
 
 
+def test_a_policy_that_raises_is_reported_over_http(pair):
+    spec = write_policy_module("""
+        class Unfinished:
+            def decide(self, read_region, check, secondary=None):
+                raise NotImplementedError("not written yet")
+    """, module="integration_unfinished_policy")
+    sidecar = start_sidecar(_env(pair), name="sidecar-unfinished", policy=spec, check_interval_ms=INTERVAL_MS)
+    try:
+        wait_until(lambda: _state(sidecar)["policy_errors"]["count"] >= 3, timeout_s=10, child=sidecar)
+        state = _state(sidecar)
+        assert state["read_region"] == "a" and state["decisions"] == []
+        assert state["policy_errors"]["last"]["error"] == "NotImplementedError: not written yet"
+        history = httpx.get(f"{sidecar.url}/history", timeout=2).json()
+        assert history and all(h["policy_error"] == "NotImplementedError: not written yet" for h in history)
+        assert "sidecar_policy_errors_total" in httpx.get(f"{sidecar.url}/metrics", timeout=2).text
+    finally:
+        sidecar.stop()
+
+
 def test_a_bad_policy_spec_stops_the_sidecar_with_a_clear_log_line(pair):
     from hadrlab.errors import ProcessExited
 

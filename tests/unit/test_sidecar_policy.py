@@ -149,6 +149,43 @@ def test_a_policy_that_raises_or_answers_nonsense_leaves_reads_where_they_are():
     assert sidecar.state()["read_region"] == "a"
 
 
+def test_policy_errors_are_counted_and_shown_in_state_history_and_metrics():
+    """A policy that raises is not silent: /state, /history and /metrics say so, with the exception."""
+
+    class Unfinished:
+        def decide(self, read_region, check, secondary=None):
+            raise NotImplementedError("count bad/good checks in a row")
+
+    sidecar = _sidecar()
+    sidecar.policy = Unfinished()
+    for t in range(3):
+        sidecar.apply(Check("a", True, 1.0, t + 1), Check("b", True, 1.0, t + 1))
+    errors = sidecar.state()["policy_errors"]
+    assert errors["count"] == 3 and len(errors["recent"]) == 3
+    assert errors["last"]["error"] == "NotImplementedError: count bad/good checks in a row"
+    history = sidecar.history_since(0)
+    assert len(history) == 6 and all(h["policy_error"].startswith("NotImplementedError") for h in history)
+    assert "sidecar_policy_errors_total 3" in sidecar.metrics()
+
+
+def test_a_policy_answering_no_region_is_a_policy_error_too():
+    class Lazy:
+        def decide(self, read_region, check, secondary=None):
+            return None  # a stub that only says `pass`
+
+    sidecar = _sidecar()
+    sidecar.policy = Lazy()
+    sidecar.apply(OK, B_OK)
+    assert sidecar.state()["policy_errors"]["last"]["error"] == "decide() returned None, not a region ('a' or 'b')"
+
+
+def test_a_working_policy_has_no_policy_errors():
+    sidecar = _sidecar()
+    sidecar.apply(OK, B_OK)
+    assert sidecar.state()["policy_errors"] == {"count": 0, "last": None, "recent": []}
+    assert sidecar.history_since(-1)[0]["policy_error"] == ""
+
+
 def test_missing_region_address_is_a_clear_error():
     with pytest.raises(ValueError, match="REDIS_B is not set"):
         Sidecar({"REDIS_A": "127.0.0.1:1"})
