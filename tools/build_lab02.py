@@ -645,6 +645,51 @@ plot_dr_summary([very_slow_a, cut, crash], [rpo_async, rpo_wait], write_rto_targ
                 title=f"Feature-store DR: down-after {down_after_ms} ms, sidecar every {CHECK_INTERVAL_MS} ms")
 """)
 
+# ----------------------------------------------------------------------------- On a cluster
+md("""
+## On a cluster (optional: `HADRLAB_BACKEND=kube`)
+
+The experiments above ran on this machine. With Docker, `make kind-up` builds the same topology
+on a three-node Kubernetes cluster (`infra/k8s/redis.yaml`): the primary pinned to the region-A
+worker, the replica to region B, one Sentinel per site with the witness on the control-plane
+node. There, Sentinel hands out in-cluster names that this notebook cannot reach, so the store
+is driven through the API server: `redis-cli` runs inside the pods (reading roles and offsets,
+and crashing the primary with `DEBUG SEGFAULT`), and the measuring clients run **inside the
+cluster** as one-pod Jobs whose per-write rows the notebook reads from their logs
+(`infra/kind/README.md`, "Lab 02 on the cluster").
+
+The cell below measures the write RTO of a crash and the RPO of async vs `WAIT` there, and sets
+them beside this run's local numbers. It is not graded. On the local backend it only says so.
+Expect a larger RTO on the cluster (real DNS, real pod networking, the writer's retries), and a
+frozen replica (`lag_fault="pause"`) instead of the local proxy's latency: a frozen replica's
+kernel still receives the stream, so only writes large enough to fill the socket buffers can be
+lost, and the probe writes 64 KiB values.
+""")
+code("""
+# Backend-specific: runs with HADRLAB_BACKEND=kube only (a cluster made by `make kind-up`).
+if hadrlab.backend_name() == "kube":
+    cluster = hadrlab.start_kube_feature_store(down_after_ms=down_after_ms)
+    print(f"cluster store ready in {cluster.startup_s:.0f} s; primary region {cluster.current_primary()}")
+    cluster_rto = cluster.measure_write_rto(kill="primary")
+    cluster_rpo = {}
+    for mode in ("async", "wait"):
+        cluster.wait_until_linked(timeout_s=120)  # the crashed server is back, now a replica
+        cluster_rpo[mode] = cluster.measure_rpo(mode=mode, lag_fault="pause", duration_s=2)
+    cluster.wait_until_linked(timeout_s=120)
+    seconds = lambda s: None if s is None else round(s, 2)  # noqa: E731
+    display(pd.DataFrame([
+        {"backend": "local (this run)", "write RTO of a kill (s)": seconds(crash.write_rto_s),
+         "async: lost / acknowledged": f"{rpo_async.lost_acknowledged} / {rpo_async.acknowledged}",
+         "WAIT: lost / acknowledged": f"{rpo_wait.lost_acknowledged} / {rpo_wait.acknowledged}"},
+        {"backend": f"kube ({cluster.platform.context})", "write RTO of a kill (s)": seconds(cluster_rto.rto_s),
+         "async: lost / acknowledged": f"{cluster_rpo['async'].lost_acknowledged} / {cluster_rpo['async'].acknowledged}",
+         "WAIT: lost / acknowledged": f"{cluster_rpo['wait'].lost_acknowledged} / {cluster_rpo['wait'].acknowledged}"},
+    ]).set_index("backend"))
+else:
+    print(f"Backend {hadrlab.backend_name()!r}: this section runs on a cluster only. With Docker: "
+          "`make kind-up`, then `HADRLAB_BACKEND=kube make lab` (infra/kind/README.md).")
+""")
+
 # ----------------------------------------------------------------------------- Checks
 md("""
 ## Checks

@@ -47,7 +47,7 @@ from typing import Any
 from hadrlab.errors import HadrError, ServiceNotReady
 from hadrlab.featurestore import MASTER_NAME, RpoResult, WriteRtoResult, _region_of_host, rpo_options
 
-__all__ = ["KubeFeatureStore", "redis_manifests", "start_kube_feature_store", "parse_sentinel_log"]
+__all__ = ["KubeFeatureStore", "redis_manifests", "restart_delay_s", "start_kube_feature_store", "parse_sentinel_log"]
 
 REDIS_PODS = {"a": "redis-a-0", "b": "redis-b-0"}
 # One Sentinel per site (infra/k8s/redis.yaml): region A, region B, the witness.
@@ -97,11 +97,26 @@ def redis_manifests(*, down_after_ms: int = 1000, min_replicas_to_write: int = 0
                     raise HadrError(f"infra/k8s/redis.yaml: the Sentinel config script has no line "
                                     f"'sentinel {key} {MASTER_NAME} N' to set; restore it from git.")
             init["command"][-1] = script
-        elif min_replicas_to_write > 0:
+        else:
             container = spec["containers"][0]
-            container["args"] = [*container["args"], "--min-replicas-to-write", str(int(min_replicas_to_write)),
-                                 "--min-replicas-max-lag", "10"]
+            # A crashed server stays down until Sentinel can have failed over (see the manifest).
+            for item in container["env"]:
+                if item["name"] == "RESTART_DELAY_S":
+                    item["value"] = str(restart_delay_s(down_after_ms, failover_timeout_ms))
+            if min_replicas_to_write > 0:
+                container["args"] = [*container["args"], "--min-replicas-to-write", str(int(min_replicas_to_write)),
+                                     "--min-replicas-max-lag", "10"]
     return docs
+
+
+def restart_delay_s(down_after_ms: int, failover_timeout_ms: int = 2000) -> int:
+    """How long a crashed Redis stays down before it restarts: past Sentinel's failover.
+
+    down-after, plus the failover itself (about 1.5 s), plus a margin; at least the 8 s the
+    manifest says. Shorter, and a crashed primary could be back, empty, before Sentinel
+    noticed, and its replica would resync from it and lose every key.
+    """
+    return max(8, int(down_after_ms / 1000 + 1.5 + 4 + 0.999))
 
 
 def parse_sentinel_log(text: str, source: str) -> list[dict]:
@@ -301,8 +316,9 @@ class KubeFeatureStore:
     def kill_primary(self) -> str:
         """Crash the primary's redis-server (``DEBUG SEGFAULT``); return its region.
 
-        The container restarts in place, with the same pod IP, empty (no persistence), as
-        a crashed server would. (Deleting the pod instead would give the new one another
+        The container restarts in place, with the same pod IP, empty (no persistence),
+        after staying down :func:`restart_delay_s` (so that Sentinel fails over first, as
+        a real outage would let it). (Deleting the pod instead would give the new one another
         IP, which Sentinel, having resolved the name once, would not follow.)
 
         Raises:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -38,6 +39,7 @@ class LoopbackKube(FakeKube):
         self.redis = {"redis-a-0": fs.region_a, "redis-b-0": fs.region_b}
         self.sentinels = {f"sentinel-{s.site[0]}-0": s for s in fs.sentinels}  # a, b, w(itness)
         self.jobs: dict = {}
+        self.restarts: list[threading.Thread] = []
         self.on_apply.append(self._start_job)
         for name in [*self.redis, *self.sentinels]:
             self.put(f"{POD_PATH}/{name}", {"metadata": {"name": name},
@@ -70,11 +72,19 @@ class LoopbackKube(FakeKube):
         if args == ["DEBUG", "SEGFAULT"]:
             # The local servers run without enable-debug-command: crash the server the way
             # the local backend does (SIGKILL, the region's link reset), which is what
-            # DEBUG SEGFAULT does to the pod's server.
-            if self.fs.current_primary() == region.name:
-                self.fs.kill_primary()
-            else:
-                region.redis.child.kill()
+            # DEBUG SEGFAULT does to the pod's server. Then, as the kubelet restarts a
+            # crashed container in place and the manifest's wrapper keeps a restart down
+            # until Sentinel has failed over, bring it back (empty) on its address.
+            assert self.fs.current_primary() == region.name, "the store crashes the primary only"
+            self.fs.kill_primary()
+
+            def come_back() -> None:
+                self.fs.wait_for_failover(timeout_s=20)
+                self.fs.restart_old_primary(timeout_s=20)
+
+            restart = threading.Thread(target=come_back, daemon=True)
+            restart.start()
+            self.restarts.append(restart)
             return 1, "", "Error: Server closed the connection\n"
         if args[:2] == ["DEBUG", "SLEEP"]:
             region.redis.child.pause()
@@ -124,6 +134,8 @@ class LoopbackKube(FakeKube):
     def stop_jobs(self) -> None:
         for job in self.jobs.values():
             job["child"].stop(timeout_s=2)
+        for restart in self.restarts:
+            restart.join(timeout=30)
 
 
 def _with_rfc3339(line: str) -> str:
@@ -191,3 +203,16 @@ def test_rpo_of_a_crash_while_the_replica_is_frozen(loopback, mode: str) -> None
         # ~0.5 s of 64 KiB writes were acknowledged while the replica slept; what the primary
         # could not send yet died with it.
         assert result.lost_acknowledged > 10 and result.lag_ms_at_kill > 200, result
+
+
+def test_after_a_crash_the_restarted_server_rejoins_and_the_next_trial_runs(loopback) -> None:
+    """The notebook's order: a write RTO trial, then RPO trials on the same store."""
+    api, platform = loopback
+    store = KubeFeatureStore(platform, down_after_ms=800)
+    first = store.measure_write_rto(kill="primary", steady_s=0.5, timeout_s=20, start_timeout_s=20)
+    assert first.new_primary == "b", first
+    store.wait_until_linked(timeout_s=60)  # region a is back, as b's replica
+    assert store.role("a") == "slave" and store.info("a")["master_link_status"] == "up"
+    second = store.measure_rpo(mode="wait", writes_per_s=200, duration_s=1.0, start_timeout_s=20,
+                               failover_timeout_s=20)
+    assert second.acknowledged > 20 and second.lost_acknowledged == 0 and store.current_primary() == "a", second

@@ -451,6 +451,11 @@ def test_redis_manifests_set_down_after_and_min_replicas_and_keep_the_rest() -> 
     assert "--min-replicas-to-write" not in args(plain, "redis-a")
     assert args(tuned, "redis-a")[-4:] == ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
     assert "--enable-debug-command" in args(plain, "redis-b")
+    env = lambda docs, name: {e["name"]: e.get("value") for e in next(  # noqa: E731
+        d for d in docs if d["metadata"]["name"] == name and d["kind"] == "StatefulSet")["spec"]["template"]["spec"][
+        "containers"][0]["env"]}
+    assert env(plain, "redis-a")["RESTART_DELAY_S"] == "8"  # as the manifest says, for down-after 1 s
+    assert env(redis_manifests(down_after_ms=5000), "redis-b")["RESTART_DELAY_S"] == "11"
     from hadrlab.platform.manifests import validate_schema
 
     for doc in tuned:
