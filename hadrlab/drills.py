@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "cards_behind",
     "DrillResult",
     "run_drill",
     "mark_stale_reads",
@@ -554,7 +555,10 @@ def run_drill(
     reads = pd.DataFrame(probe.rows, columns=READ_COLUMNS)
     reads["ok"] = reads["ok"].astype(bool)
     reads["within_budget"] = reads["within_budget"].astype(bool)
-    reads = mark_stale_reads(reads, writes)
+    # Stale means: missed a write acknowledged during this drill. A write lost by an earlier
+    # step (a forced fail back, say) leaves its card behind until it is written again; that
+    # is the earlier step's loss, measured there (cards_behind), not this fault's.
+    reads = mark_stale_reads(reads, writes[writes["t"] >= started] if len(writes) else writes)
 
     events = fs.events(since=started)
     events = events[events["kind"].isin(KEY_EVENTS + FAULT_KINDS)]
@@ -638,6 +642,44 @@ def fail_back(fs: Any, region: str = "a", *, timeout_s: float = 40.0) -> float:
     wait_until(lambda: _linked_replica(other), timeout_s=left(), interval_s=0.1,
                describe=f"region {other.name} linked as a replica")
     return time.monotonic() - started
+
+
+def cards_behind(fs: Any, writer: str = "feature-writer", *, settle_s: float = 1.0):
+    """Cards whose newest acknowledged write is missing from the primary, right now.
+
+    Reads every card's stored sequence number from the current primary at time ``T``, then
+    (after ``settle_s``, so that the writer's log has caught up) compares it with the
+    newest write the writer was told was acknowledged before ``T``. A card behind lost
+    that write (and every acknowledged write of it since the stored one): what a failover
+    that did not pause writes cost.
+
+    Returns:
+        A DataFrame, one row per card behind: card_id, stored_seq, acked_seq, acked_at
+        (epoch s of the newest acknowledged write); empty when nothing was lost.
+    """
+    import pandas as pd
+
+    from hadrlab.fraud import KEY_PREFIX, writer_timeline
+
+    with contextlib.closing(fs.master_for()) as client:
+        keys = [k for k in client.scan_iter(match=KEY_PREFIX + "*", count=500) if not k.endswith(":txns")]
+        t_read = time.time()
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, "seq")
+        stored = {key[len(KEY_PREFIX):]: int(float(seq)) for key, seq in zip(keys, pipe.execute()) if seq is not None}
+    time.sleep(settle_s)
+    writes = writer_timeline(writer)
+    columns = ["card_id", "stored_seq", "acked_seq", "acked_at"]
+    if not len(writes):
+        return pd.DataFrame(columns=columns)
+    acked = writes[writes["ok"] == 1].copy()
+    acked["t_ack"] = acked["t"] + acked["latency_ms"].astype(float) / 1000
+    acked = acked[acked["t_ack"] < t_read - 0.05].sort_values("seq").groupby("card_id").last()
+    rows = [{"card_id": card, "stored_seq": stored.get(str(card), -1), "acked_seq": int(row["seq"]),
+             "acked_at": float(row["t_ack"])}
+            for card, row in acked.iterrows() if stored.get(str(card), -1) < int(row["seq"])]
+    return pd.DataFrame(rows, columns=columns)
 
 
 # --------------------------------------------------------------------------- the table

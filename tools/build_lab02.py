@@ -150,7 +150,7 @@ import time
 
 import pandas as pd
 import hadrlab
-from hadrlab.drills import fail_back, plot_dr_summary, plot_lag, plot_reads, run_drill, summary_table, write_policy_class
+from hadrlab.drills import cards_behind, fail_back, plot_dr_summary, plot_lag, plot_reads, run_drill, summary_table, write_policy_class
 from hadrlab.sidecar import Check
 
 board = hadrlab.Scoreboard("02")
@@ -467,14 +467,35 @@ md("""
 Region B is the primary now. `fail_back` makes A the primary again: it waits until A is a linked
 replica of B, then asks a Sentinel for `SENTINEL FAILOVER`. That command *forces* a failover, as
 if the primary were unreachable, without asking the other Sentinels to agree and without pausing
-writes: a write that B acknowledges in the instant before A is promoted can still be lost. The
-coordinated switchover that loses no acknowledged write is Redis's own `FAILOVER` command
+writes: whatever B acknowledges until it is demoted, and whatever A had not received yet, is lost.
+And B is demoted late. Sentinel promotes A at once, but converts B into A's replica only after B
+has gone on claiming to be a master for a while (Sentinel waits, so as not to flap on a stale
+report): about ten seconds here, between `+switch-master` and `+convert-to-slave` below. All that
+time B accepts writes, and a client whose connection to B stays open keeps writing there
+(redis-py's `master_for` asks the Sentinels again only when it opens a new connection): a split
+brain of your own making, and every write it takes is lost when B is demoted.
+The coordinated switchover that loses no acknowledged write is Redis's own `FAILOVER` command
 (Redis 6.2+, sent to the primary): it pauses writes on the primary until the replica has caught
 up, then swaps their roles. This lab does not use it: here the Sentinels own the roles.
+
+Right after the switch, `cards_behind` compares every card's features on the new primary with
+the newest write the writer was told was acknowledged: a card behind lost that write. Readers see
+such a loss only until the card's next transaction, because the writer rewrites a card's whole
+feature hash each time; the drills below therefore count as stale only reads that missed a write
+acknowledged *during* the drill.
 """)
 code("""
+began = time.time()
 took_s = fail_back(fs, "a")
 print(f"region {fs.current_primary()} is the primary again, {took_s:.1f} s later")
+behind = cards_behind(fs)  # reads the new primary now, then waits 1 s for the writer's log
+events = fs.events(since=began)
+promoted = events.loc[events["kind"] == "+switch-master", "t"].min()
+demoted = events.loc[(events["kind"] == "+convert-to-slave") & (events["t"] > promoted), "t"].min()
+print(f"B was demoted {demoted - promoted:.1f} s after A was promoted, and took writes until then"
+      if pd.notna(promoted) and pd.notna(demoted) else "no +convert-to-slave of B seen after +switch-master")
+print(f"{len(behind)} of {N_CARDS} cards lost their newest acknowledged write in the switch"
+      + (f" (up to {int((behind.acked_seq - behind.stored_seq).max())} writes behind)" if len(behind) else ""))
 """)
 md("""
 ## Experiment 5 · The primary is killed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import linecache
+import time
 
 import pandas as pd
 import pytest
@@ -186,3 +187,23 @@ def test_starting_a_second_feature_store_names_the_one_still_running(capsys):
         featurestore._STARTED[:] = saved
     out = capsys.readouterr().out
     assert out.count("note:") == 1 and "127.0.0.1:7001" in out and "hadrlab.stop_children()" in out
+
+
+def test_cards_behind_names_a_card_whose_newest_acknowledged_write_is_missing():
+    import hadrlab
+    from hadrlab.drills import cards_behind
+
+    fs = hadrlab.start_feature_store(down_after_ms=1000, timeout_s=30)
+    try:
+        writer = hadrlab.start_feature_writer(fs.connection_env(), rate_tps=50, n_cards=5, name="behind-writer")
+        time.sleep(1.5)
+        writer.stop()
+        assert len(cards_behind(fs, "behind-writer", settle_s=0.5)) == 0
+        # Lose the newest write of one card, as a failover that took it on the old primary would.
+        with fs.master_for() as client:
+            client.hset("features:card:card-00001", "seq", 1)
+        behind = cards_behind(fs, "behind-writer", settle_s=0.5)
+        assert list(behind["card_id"]) == ["card-00001"]
+        assert behind["stored_seq"].iloc[0] == 1 and behind["acked_seq"].iloc[0] > 1
+    finally:
+        fs.stop()
