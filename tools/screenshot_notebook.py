@@ -285,11 +285,15 @@ def take_screenshot(page, out: Path, *, full_page: bool = False) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if full_page:
         # JupyterLab scrolls inside the notebook panel, not the page: grow the window by
-        # the hidden height of that panel so that the whole notebook is on screen.
+        # the hidden height of that panel so that the whole notebook is on screen. Scroll
+        # the panel back to its top first: after Run All it sits at the last cell, and the
+        # grown window would show the end of the notebook followed by blank space.
         hidden_px = page.evaluate(
             """() => { const el = document.querySelector(
                          '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');
-                       return el ? el.scrollHeight - el.clientHeight : 0; }"""
+                       if (!el) { return 0; }
+                       el.scrollTop = 0;
+                       return el.scrollHeight - el.clientHeight; }"""
         )
         size = page.viewport_size
         if hidden_px > 0:
@@ -297,6 +301,11 @@ def take_screenshot(page, out: Path, *, full_page: bool = False) -> Path:
                 {"width": size["width"], "height": min(size["height"] + hidden_px + 40, 30000)}
             )
             page.wait_for_timeout(800)  # let the layout settle at the new size
+            page.evaluate(
+                """() => { const el = document.querySelector(
+                             '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');
+                           if (el) { el.scrollTop = 0; } }"""
+            )
     page.screenshot(path=str(out))
     return out
 
