@@ -35,7 +35,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import copy
+import math
 import re
 import secrets
 import threading
@@ -83,7 +83,7 @@ def redis_manifests(*, down_after_ms: int = 1000, min_replicas_to_write: int = 0
     from hadrlab.course import course_file
     from hadrlab.platform.manifests import load_manifest
 
-    docs = [copy.deepcopy(d) for d in load_manifest(course_file("infra/k8s/redis.yaml"), validate=False)]
+    docs = load_manifest(course_file("infra/k8s/redis.yaml"), validate=False)  # fresh dicts, ours to edit
     for doc in docs:
         if doc.get("kind") != "StatefulSet":
             continue
@@ -102,21 +102,21 @@ def redis_manifests(*, down_after_ms: int = 1000, min_replicas_to_write: int = 0
             # A crashed server stays down until Sentinel can have failed over (see the manifest).
             for item in container["env"]:
                 if item["name"] == "RESTART_DELAY_S":
-                    item["value"] = str(restart_delay_s(down_after_ms, failover_timeout_ms))
+                    item["value"] = str(restart_delay_s(down_after_ms))
             if min_replicas_to_write > 0:
                 container["args"] = [*container["args"], "--min-replicas-to-write", str(int(min_replicas_to_write)),
                                      "--min-replicas-max-lag", "10"]
     return docs
 
 
-def restart_delay_s(down_after_ms: int, failover_timeout_ms: int = 2000) -> int:
+def restart_delay_s(down_after_ms: int) -> int:
     """How long a crashed Redis stays down before it restarts: past Sentinel's failover.
 
     down-after, plus the failover itself (about 1.5 s), plus a margin; at least the 8 s the
     manifest says. Shorter, and a crashed primary could be back, empty, before Sentinel
     noticed, and its replica would resync from it and lose every key.
     """
-    return max(8, int(down_after_ms / 1000 + 1.5 + 4 + 0.999))
+    return max(8, math.ceil(down_after_ms / 1000 + 1.5 + 4))
 
 
 def parse_sentinel_log(text: str, source: str) -> list[dict]:
@@ -420,7 +420,10 @@ class KubeFeatureStore:
             if done(rows):
                 return rows
             state = self.platform.job_state(job)
-            if state != "running" and not done(self._rows(job)):
+            if state != "running":
+                rows = self._rows(job)  # what it printed between the read above and its end
+                if done(rows):
+                    return rows
                 raise HadrError(f"The probe Job {job!r} {state} before {what}. Its log ends: "
                                 f"{self.platform.job_logs(job)[-400:]!r}. Is the course image loaded "
                                 f"(`python -m hadrlab.kind up`)?")
