@@ -1,0 +1,143 @@
+"""A fake API server whose pods are backed by local processes (the "loopback" cluster).
+
+No cluster runs where this course is built and tested, so this is the closest real thing:
+every exec runs the real ``redis-cli`` against a local feature store's servers (the pod name
+picks the server), every probe Job runs the real ``python -m hadrlab.featurestore`` probe as a
+local process, and pod logs are those processes' logs. Subclass :class:`LoopbackKube` to back
+more pods (the scoring services, the pipeline) with local processes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+from kube_fake import NS, POD_PATH, FakeKube
+
+from hadrlab.processes import start_process
+
+__all__ = ["JOB_PATH", "NS", "POD_PATH", "LoopbackKube"]
+
+JOB_PATH = f"/apis/batch/v1/namespaces/{NS}/jobs/"
+
+
+class LoopbackKube(FakeKube):
+    """The fake API server, with pods backed by the local feature store's processes."""
+
+    def __init__(self, fs) -> None:
+        super().__init__()
+        self.fs = fs
+        self.redis = {"redis-a-0": fs.region_a, "redis-b-0": fs.region_b}
+        self.sentinels = {f"sentinel-{s.site[0]}-0": s for s in fs.sentinels}  # a, b, w(itness)
+        self.jobs: dict = {}
+        self.restarts: list[threading.Thread] = []
+        self.on_apply.append(self._start_job)
+        for name in [*self.redis, *self.sentinels]:
+            self.put(f"{POD_PATH}/{name}", {"metadata": {"name": name},
+                                             "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+
+    # -- what a pod name means here
+    def _hostname(self, port: int) -> str:
+        for pod, region in self.redis.items():
+            if region.port == port:
+                return f"{pod}.redis-{region.name}"
+        return "127.0.0.1"
+
+    def _cli(self, port: int, args: list[str]) -> tuple[int, str, str]:
+        done = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=30,
+                              env={"REDISCLI_AUTH": self.fs.password, "PATH": "/usr/bin:/bin"})
+        return done.returncode, done.stdout, done.stderr
+
+    def exec(self, namespace, pod, container, command, timeout_s=10.0):
+        self.exec_calls.append((pod, container, list(command)))
+        if pod in self.sentinels:
+            assert command[:2] == ["sh", "-c"] and command[3:6] == ["redis-cli", "-p", "26379"], command
+            code, out, err = self._cli(self.sentinels[pod].port, command[6:])
+            if command[6:8] == ["SENTINEL", "GET-MASTER-ADDR-BY-NAME"] and code == 0:
+                host, port = out.split()
+                out = f"{self._hostname(int(port))}\n6379\n"
+            return code, out, err
+        region = self.redis[pod]
+        assert command[:2] == ["sh", "-c"] and command[3] == "redis-cli", command
+        args = command[4:]
+        if args == ["DEBUG", "SEGFAULT"]:
+            # The local servers run without enable-debug-command: crash the server the way
+            # the local backend does (SIGKILL, the region's link reset), which is what
+            # DEBUG SEGFAULT does to the pod's server. Then, as the kubelet restarts a
+            # crashed container in place and the manifest's wrapper keeps a restart down
+            # until Sentinel has failed over, bring it back (empty) on its address.
+            assert self.fs.current_primary() == region.name, "the store crashes the primary only"
+            self.fs.kill_primary()
+
+            def come_back() -> None:
+                self.fs.wait_for_failover(timeout_s=20)
+                self.fs.restart_old_primary(timeout_s=20)
+
+            restart = threading.Thread(target=come_back, daemon=True)
+            restart.start()
+            self.restarts.append(restart)
+            return 1, "", "Error: Server closed the connection\n"
+        if args[:2] == ["DEBUG", "SLEEP"]:
+            region.redis.child.pause()
+            time.sleep(float(args[2]))
+            region.redis.child.resume()
+            return 0, "OK\n", ""
+        return self._cli(region.port, args)
+
+    def logs(self, namespace, pod, container=None, *, timestamps=False, timeout_s=10.0):
+        if pod in self.sentinels:
+            return "".join(_with_rfc3339(line) for line in self.sentinels[pod].child.log_path.read_text().splitlines())
+        for job in self.jobs.values():
+            if job["pod"] == pod:
+                return job["child"].log_path.read_text()
+        return super().logs(namespace, pod, container, timestamps=timestamps)
+
+    # -- Jobs as local processes
+    def _start_job(self, path: str, obj: dict) -> None:
+        if not path.startswith(JOB_PATH):
+            return
+        name = obj["metadata"]["name"]
+        command = obj["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert command[:3] == ["python", "-m", "hadrlab.featurestore"], command
+        args, env = list(command[3:]), {"REDIS_PASSWORD": self.fs.password, "SENTINEL_PASSWORD": self.fs.password}
+        if "--sentinels" in args:
+            args[args.index("--sentinels") + 1] = ",".join(f"{h}:{p}" for h, p in self.fs.sentinel_addresses)
+            args += ["--regions", f"a=127.0.0.1:{self.fs.region_a.port},b=127.0.0.1:{self.fs.region_b.port}"]
+        if "--redis" in args:
+            target = args[args.index("--redis") + 1]
+            args[args.index("--redis") + 1] = self.redis[target.split(".")[0]].address
+        child = start_process(f"job-{name}", [sys.executable, "-m", "hadrlab.featurestore", *args], env=env)
+        pod_name = f"{name}-pod"
+        self.jobs[name] = {"child": child, "pod": pod_name}
+        self.put(f"{POD_PATH}/{pod_name}", {"metadata": {"name": pod_name, "labels": {"job-name": name}},
+                                             "status": {"phase": "Running"}})
+
+    def request(self, method, path, *, query=(), body=None, content_type=None, timeout_s=10.0):
+        name = path[len(JOB_PATH):] if path.startswith(JOB_PATH) else None
+        if name in self.jobs:
+            child = self.jobs[name]["child"]
+            if method == "delete":
+                child.stop(timeout_s=2)
+            elif method == "get" and path in self.objects and child.popen.poll() is not None:
+                self.objects[path]["status"] = {"succeeded": 1} if child.popen.returncode == 0 else {"failed": 1}
+        return super().request(method, path, query=query, body=body, content_type=content_type, timeout_s=timeout_s)
+
+    def stop_jobs(self) -> None:
+        for job in self.jobs.values():
+            job["child"].stop(timeout_s=2)
+        for restart in self.restarts:
+            restart.join(timeout=30)
+
+
+def _with_rfc3339(line: str) -> str:
+    """A redis-server log line, prefixed with the kubelet's timestamp (from the line's own)."""
+    try:
+        stamp = " ".join(line.split()[1:5])  # "27 Nov 2026 23:40:01.123"
+        local = datetime.strptime(stamp, "%d %b %Y %H:%M:%S.%f").astimezone()
+    except (ValueError, IndexError):
+        return ""
+    utc = local.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}000Z {line}\n"
