@@ -1,8 +1,9 @@
 """The course's local Kubernetes cluster on kind: create, fill, check, test, delete.
 
     python -m hadrlab.kind up       check docker/kind/kubectl, create the cluster (or reuse
-                                    it), build and load the image, apply the manifests,
-                                    wait for the rollouts, print what is where
+                                    it), install Chaos Mesh (with helm), build and load the
+                                    image, apply the manifests, wait for the rollouts, print
+                                    what is where
     python -m hadrlab.kind status   the cluster's nodes and pods
     python -m hadrlab.kind test     the integration tests and lab notebooks, HADRLAB_BACKEND=kube
     python -m hadrlab.kind down     delete the cluster (deleting a missing one is fine)
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from hadrlab.errors import HadrError, SetupError
 
-__all__ = ["CLUSTER", "CONTEXT", "IMAGE", "IMAGE_TAGS", "MANIFESTS", "missing_tools", "up", "down", "status", "test", "main"]
+__all__ = ["CLUSTER", "CONTEXT", "IMAGE", "IMAGE_TAGS", "MANIFESTS", "CHAOS_MESH_VERSION", "missing_tools",
+           "install_chaos_mesh", "up", "down", "status", "test", "main"]
 
 CLUSTER = "hadrlab"
 CONTEXT = f"kind-{CLUSTER}"
@@ -40,6 +42,10 @@ IMAGE_TAGS = ["hadrlab/model-api:v1", "hadrlab/model-api:v2"]
 EXTERNAL_IMAGES = ["redis:7.2.5-alpine"]
 MANIFESTS = ["model-api.yaml", "kind/model-api-service.yaml", "redis.yaml", "fraud.yaml", "pipeline.yaml"]
 STATEFULSETS = ["redis-a", "redis-b", "sentinel-a", "sentinel-b", "sentinel-w", "registry"]
+# The network faults of Labs 02 and 03 (a slow region, a partition) are Chaos Mesh objects.
+# Pinned: its NetworkChaos fields are what infra/k8s/chaos/*.yaml and the kube backend write.
+CHAOS_MESH_VERSION = "2.8.2"
+CHAOS_MESH_NAMESPACE = "chaos-mesh"
 ENDPOINTS = {
     "model API (Lab 01)": "http://127.0.0.1:30080",
     "fraud API (Lab 02)": "http://127.0.0.1:30081",
@@ -59,6 +65,12 @@ INSTALL = {
         "linux": "go install sigs.k8s.io/kind@v0.25.0   -- or: curl -Lo kind https://kind.sigs.k8s.io/dl/v0.25.0/kind-linux-amd64 && chmod +x kind && sudo mv kind /usr/local/bin/   (arm64: kind-linux-arm64)",
         "macos": "brew install kind",
         "windows": "winget install Kubernetes.kind   (or inside WSL: the Linux command)",
+    },
+    "helm": {
+        "what": "the Kubernetes package manager; installs Chaos Mesh for the network faults of Labs 02 and 03",
+        "linux": "curl -fsSL https://raw.githubusercontent.com/helm/helm/main/scripts/get-helm-3 | bash",
+        "macos": "brew install helm",
+        "windows": "winget install Helm.Helm   (or inside WSL: the Linux command)",
     },
     "kubectl": {
         "what": "the Kubernetes command line; port-forwards and `kubectl describe` when something is stuck",
@@ -83,14 +95,9 @@ def _require_tools(tools: Sequence[str]) -> None:
     missing = missing_tools(tools)
     if not missing:
         return
-    os_name = _os_name()
     lines = [f"The kind backend needs {', '.join(tools)}; not found on PATH: {', '.join(missing)}.", ""]
     for tool in missing:
-        info = INSTALL[tool]
-        lines.append(f"  {tool}: {info['what']}.")
-        for name in ("linux", "macos", "windows"):
-            marker = "->" if name == os_name else "  "
-            lines.append(f"    {marker} {name:8} {info[name]}")
+        lines += _install_help(tool)
     lines += ["", "Then run `python -m hadrlab.kind up` again. Without them, every lab runs on the local "
                   "backend (the default): no Docker needed."]
     raise SetupError("\n".join(lines))
@@ -127,11 +134,60 @@ def _cluster_exists() -> bool:
     return CLUSTER in out.split()
 
 
-def up(*, build: bool = True, wait_s: float = 300) -> dict[str, str]:
+def _install_help(tool: str) -> list[str]:
+    info, os_name = INSTALL[tool], _os_name()
+    lines = [f"  {tool}: {info['what']}."]
+    for name in ("linux", "macos", "windows"):
+        marker = "->" if name == os_name else "  "
+        lines.append(f"    {marker} {name:8} {info[name]}")
+    return lines
+
+
+def install_chaos_mesh(*, context: str = CONTEXT, timeout_s: float = 600) -> bool:
+    """Install Chaos Mesh into the cluster with helm, unless it is there already.
+
+    Chaos Mesh is what the kube backend's network faults are made of (``delay_region``,
+    ``partition_region``); the pod faults need nothing. Without helm this prints how to get
+    it and returns False: everything else on the cluster works without Chaos Mesh.
+
+    Args:
+        context: the kubeconfig context to install into.
+        timeout_s: how long helm may wait for Chaos Mesh's pods.
+
+    Returns:
+        True if Chaos Mesh is installed (now or before).
+    """
+    if missing_tools(("helm",)):
+        print("\n".join(["note: helm is not installed, so Chaos Mesh was not: the network faults of Labs 02 and "
+                         "03 (a slow region, a partition) will say so when a cell asks for one.", *_install_help("helm"),
+                         "Then run `python -m hadrlab.kind up --no-build` again (or add --no-chaos-mesh to skip "
+                         "this step)."]))
+        return False
+    where = ["--namespace", CHAOS_MESH_NAMESPACE, "--kube-context", context]
+    if _run(["helm", "status", "chaos-mesh", *where], timeout_s=60, check=False).returncode == 0:
+        print(f"Chaos Mesh is installed (namespace {CHAOS_MESH_NAMESPACE})")
+        return True
+    print(f"installing Chaos Mesh {CHAOS_MESH_VERSION} with helm (1-3 minutes the first time)")
+    added = _run(["helm", "repo", "add", "chaos-mesh", "https://charts.chaos-mesh.org"], timeout_s=120, check=False)
+    if added.returncode != 0 and "already exists" not in (added.stdout or ""):
+        raise HadrError(f"`helm repo add chaos-mesh https://charts.chaos-mesh.org` failed: "
+                        f"{(added.stdout or '').strip()[-300:]}. Check the network, or skip this step with "
+                        f"`python -m hadrlab.kind up --no-chaos-mesh`.")
+    # kind's nodes run containerd: the chaos daemon injects faults through its socket.
+    _run(["helm", "upgrade", "--install", "chaos-mesh", "chaos-mesh/chaos-mesh", *where, "--create-namespace",
+          "--version", CHAOS_MESH_VERSION, "--set", "chaosDaemon.runtime=containerd",
+          "--set", "chaosDaemon.socketPath=/run/containerd/containerd.sock", "--set", "dashboard.create=false",
+          "--wait", "--timeout", f"{int(timeout_s)}s"], timeout_s=timeout_s + 60)
+    print(f"Chaos Mesh {CHAOS_MESH_VERSION} installed (namespace {CHAOS_MESH_NAMESPACE})")
+    return True
+
+
+def up(*, build: bool = True, chaos_mesh: bool = True, wait_s: float = 300) -> dict[str, str]:
     """Create (or reuse) the kind cluster, load the image, apply the manifests, wait.
 
     Args:
         build: build and load the image (False reuses what the cluster already has).
+        chaos_mesh: install Chaos Mesh with helm if it is missing (the network faults).
         wait_s: how long every rollout may take.
 
     Returns:
@@ -145,6 +201,8 @@ def up(*, build: bool = True, wait_s: float = 300) -> dict[str, str]:
     else:
         print(f"creating cluster {CLUSTER!r} from {CONFIG.relative_to(ROOT)} (1-3 minutes the first time)")
         _run(["kind", "create", "cluster", "--config", str(CONFIG), "--wait", "180s"], timeout_s=900, capture=False)
+    if chaos_mesh:
+        install_chaos_mesh()
     if build:
         print(f"building {IMAGE} from {DOCKERFILE.relative_to(ROOT)}")
         _run(["docker", "build", "-f", str(DOCKERFILE), "-t", IMAGE, "."], timeout_s=1200, capture=False)
@@ -216,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verb = argv[0] if argv else ""
     try:
         if verb == "up":
-            up(build="--no-build" not in argv)
+            up(build="--no-build" not in argv, chaos_mesh="--no-chaos-mesh" not in argv)
             return 0
         if verb == "down":
             down()
@@ -231,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HadrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print("usage: python -m hadrlab.kind up [--no-build] | down | status | test [pytest args]", file=sys.stderr)
+    print("usage: python -m hadrlab.kind up [--no-build] [--no-chaos-mesh] | down | status | test [pytest args]",
+          file=sys.stderr)
     return 64
 
 

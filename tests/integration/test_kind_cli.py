@@ -66,6 +66,47 @@ def test_down_of_a_missing_cluster_is_not_an_error(tmp_path: Path) -> None:
     assert result.returncode == 0 and "nothing to delete" in result.stdout
 
 
+def test_chaos_mesh_is_installed_with_helm_once_and_pinned(tmp_path: Path, monkeypatch, capsys) -> None:
+    from hadrlab import kind
+
+    log = tmp_path / "helm.log"
+    installed = tmp_path / "installed"
+    # A helm that remembers: `status` fails until `upgrade --install` ran.
+    _stub(tmp_path, "helm", f'echo "$@" >> {log}\n'
+                            f'if [ "$1" = status ]; then [ -f {installed} ] || {{ echo "Error: release: not found"; exit 1; }}; fi\n'
+                            f'if [ "$1" = upgrade ]; then touch {installed}; fi\nexit 0')
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert kind.install_chaos_mesh() is True
+    calls = log.read_text().splitlines()
+    assert calls[0].startswith("status chaos-mesh --namespace chaos-mesh --kube-context kind-hadrlab")
+    install = next(c for c in calls if c.startswith("upgrade --install chaos-mesh chaos-mesh/chaos-mesh"))
+    assert f"--version {kind.CHAOS_MESH_VERSION}" in install and "chaosDaemon.runtime=containerd" in install
+    assert "--wait" in install and "--kube-context kind-hadrlab" in install
+    # Run again: already there, nothing installed twice.
+    assert kind.install_chaos_mesh() is True
+    assert sum(c.startswith("upgrade") for c in log.read_text().splitlines()) == 1
+    assert "Chaos Mesh is installed" in capsys.readouterr().out
+
+
+def test_without_helm_chaos_mesh_is_skipped_with_a_note_that_says_how(tmp_path: Path, monkeypatch, capsys) -> None:
+    from hadrlab import kind
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert kind.install_chaos_mesh() is False
+    out = capsys.readouterr().out
+    assert "helm is not installed" in out and "brew install helm" in out and "--no-chaos-mesh" in out
+
+
+def test_a_failing_chart_repository_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    from hadrlab import kind
+    from hadrlab.errors import HadrError
+
+    _stub(tmp_path, "helm", 'if [ "$1" = repo ]; then echo "Error: looks like the URL is not reachable"; exit 1; fi; exit 1')
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    with pytest.raises(HadrError, match="not reachable.*--no-chaos-mesh"):
+        kind.install_chaos_mesh()
+
+
 def test_unknown_verb_prints_the_usage() -> None:
     result = run_kind("sideways", path=os.environ.get("PATH", ""))
     assert result.returncode == 64 and "usage: python -m hadrlab.kind up" in result.stderr
