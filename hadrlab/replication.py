@@ -254,6 +254,9 @@ def start_redis(
         "dir": str(data_dir),
         "save": "",  # no RDB snapshots: a restarted server comes back empty
         "appendonly": "no",
+        # ... and no copy of a full sync either: a replica otherwise keeps the RDB file its
+        # primary sent, and reloads that stale data set when it restarts.
+        "rdb-del-sync-files": "yes",
         # Stream the first sync over the socket and start it at once: link-up in ~1 s
         # instead of ~6 s with the default 5 s delay.
         "repl-diskless-sync": "yes",

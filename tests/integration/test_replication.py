@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from hadrlab.errors import PortInUseError, SetupError
+from hadrlab.processes import wait_until
 from hadrlab.replication import (
     find_redis_server,
     measure_replication_lag,
@@ -83,6 +84,16 @@ def test_replication_lag_is_measured_for_every_sample(pair):
     assert lag.samples == 50 and lag.missed == 0
     assert 0 <= lag.p50_ms < 1000
     assert len(lag.lag_ms) == 50
+
+
+def test_a_replica_keeps_no_copy_of_its_full_sync_so_a_restart_comes_back_empty(pair):
+    # A replica writes the RDB its primary streams to disk before loading it; without
+    # rdb-del-sync-files it would keep that file and reload the stale data set on a restart.
+    pair.primary.client().set("feature:user:1", "x")
+    wait_until(lambda: pair.replica.client().get("feature:user:1") == "x", timeout_s=5)
+    data_dir = pair.replica.conf_path.parent / f"{pair.replica.conf_path.stem}-data"
+    assert data_dir.is_dir()
+    assert not list(data_dir.glob("*.rdb")), sorted(p.name for p in data_dir.iterdir())
 
 
 def test_an_unknown_mode_is_refused(pair):
