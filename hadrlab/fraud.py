@@ -45,7 +45,8 @@ Environment of ``python -m hadrlab.fraud writer``::
     WRITE_RATE_TPS       default 50 transactions (feature updates) per second
     N_CARDS              default 200; SEED default 0
     WRITER_STATS         path of the stats JSON (rewritten twice a second)
-    WRITER_LOG           path of the per-write CSV: t,seq,card_id,ok,region,latency_ms,error
+    WRITER_LOG           path of the per-write CSV: t,seq,card_id,ok,region,latency_ms,error;
+                         "-" prints the rows on stdout (a pod's log, on a cluster)
 """
 
 
@@ -721,10 +722,14 @@ def _serve_api() -> int:
 def _region_of(address: tuple[str, int] | None, env: Mapping[str, str]) -> str:
     if address is None:
         return "?"
-    for region, var in (("a", "REDIS_A"), ("b", "REDIS_B")):
-        if env.get(var) and parse_address(env[var], var)[1] == int(address[1]):
+    known = {region: parse_address(env[var], var) for region, var in (("a", "REDIS_A"), ("b", "REDIS_B"))
+             if env.get(var)}
+    # Host and port first: on a cluster both regions listen on 6379 under different names.
+    for region, (host, port) in known.items():
+        if (host, port) == (address[0], int(address[1])):
             return region
-    return f"{address[0]}:{address[1]}"
+    by_port = [region for region, (_, port) in known.items() if port == int(address[1])]
+    return by_port[0] if len(by_port) == 1 else f"{address[0]}:{address[1]}"
 
 
 def _writer_paths(name: str) -> tuple[Path, Path]:
@@ -801,7 +806,8 @@ def run_writer(env: Mapping[str, str] | None = None, *, max_writes: int | None =
     stream = iter_transactions(seed=seed, n_cards=n_cards)
     start = time.monotonic()
     next_stats = 0.0
-    with open(log_path, "w", newline="") as fh:
+    # "-": the rows go to stdout, which a cluster keeps as the pod's log.
+    with (contextlib.nullcontext(sys.stdout) if str(log_path) == "-" else open(log_path, "w", newline="")) as fh:
         out = csv.writer(fh)
         out.writerow(["t", "seq", "card_id", "ok", "region", "latency_ms", "error"])
         i = 0
@@ -862,10 +868,19 @@ def writer_stats(name: str = "feature-writer") -> dict:
         return {"name": name, "writes": 0, "errors": 0, "by_region": {}, "detail": f"no stats yet at {path}"}
 
 
-def writer_timeline(name: str = "feature-writer"):
-    """Return the writer's per-write log as a DataFrame: t, seq, card_id, ok, region, latency_ms, error."""
+def writer_timeline(name: Any = "feature-writer"):
+    """Return the writer's per-write log as a DataFrame: t, seq, card_id, ok, region, latency_ms, error.
+
+    Args:
+        name: the local writer's name or its Child, or an object with ``.timeline()`` (the
+            cluster's writer, whose rows are in its pod's log): ``writer=writer`` is then the
+            same notebook line on both backends.
+    """
     import pandas as pd
 
+    if callable(getattr(name, "timeline", None)):
+        return name.timeline()
+    name = getattr(name, "name", name)
     return pd.read_csv(_writer_paths(name)[1], keep_default_na=False)
 
 

@@ -51,6 +51,7 @@ ENDPOINTS = {
     "fraud API (Lab 02)": "http://127.0.0.1:30081",
     "a fraud pod's sidecar /state": "http://127.0.0.1:30082/state",
     "alert receiver /alerts": "http://127.0.0.1:30083/alerts",
+    "pipeline's online API (Lab 03)": "http://127.0.0.1:30084",
 }
 
 INSTALL = {

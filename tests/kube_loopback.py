@@ -3,12 +3,16 @@
 No cluster runs where this course is built and tested, so this is the closest real thing:
 every exec runs the real ``redis-cli`` against a local feature store's servers (the pod name
 picks the server), every probe Job runs the real ``python -m hadrlab.featurestore`` probe as a
-local process, and pod logs are those processes' logs. Subclass :class:`LoopbackKube` to back
-more pods (the scoring services, the pipeline) with local processes.
+local process, and pod logs are those processes' logs (a Redis pod's log is its server's).
+Chaos Mesh's NetworkChaos objects (with ``chaos_mesh = True``) act on the local store's fault
+proxies: a delay sets the region's proxy latency, a partition cuts the region off as the local
+store does, and deleting the object undoes it. Subclass :class:`LoopbackKube` to back more pods
+(the scoring services, the pipeline) with local processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -17,11 +21,12 @@ from datetime import datetime, timezone
 
 from kube_fake import NS, POD_PATH, FakeKube
 
-from hadrlab.processes import start_process
+from hadrlab.processes import start_process, wait_until
 
-__all__ = ["JOB_PATH", "NS", "POD_PATH", "LoopbackKube"]
+__all__ = ["CHAOS_PATH", "JOB_PATH", "NS", "POD_PATH", "LoopbackKube"]
 
 JOB_PATH = f"/apis/batch/v1/namespaces/{NS}/jobs/"
+CHAOS_PATH = f"/apis/chaos-mesh.org/v1alpha1/namespaces/{NS}/networkchaos/"
 
 
 class LoopbackKube(FakeKube):
@@ -35,6 +40,7 @@ class LoopbackKube(FakeKube):
         self.jobs: dict = {}
         self.restarts: list[threading.Thread] = []
         self.on_apply.append(self._start_job)
+        self.on_apply.append(self._network_chaos)
         for name in [*self.redis, *self.sentinels]:
             self.put(f"{POD_PATH}/{name}", {"metadata": {"name": name},
                                              "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
@@ -74,6 +80,12 @@ class LoopbackKube(FakeKube):
 
             def come_back() -> None:
                 self.fs.wait_for_failover(timeout_s=20)
+                # RESTART_DELAY_S keeps the crashed server down until Sentinel has failed
+                # over: here, until EVERY Sentinel names the new primary (one that has not
+                # heard yet would take the empty server back as its primary).
+                with contextlib.suppress(Exception):  # (a frozen Sentinel does not answer: skipped)
+                    wait_until(lambda: all(_names(s, self.fs.master_name) != region.port for s in self.fs.sentinels),
+                               timeout_s=10, interval_s=0.1, describe="every Sentinel naming the new primary")
                 self.fs.restart_old_primary(timeout_s=20)
 
             restart = threading.Thread(target=come_back, daemon=True)
@@ -90,6 +102,8 @@ class LoopbackKube(FakeKube):
     def logs(self, namespace, pod, container=None, *, timestamps=False, timeout_s=10.0):
         if pod in self.sentinels:
             return "".join(_with_rfc3339(line) for line in self.sentinels[pod].child.log_path.read_text().splitlines())
+        if pod in self.redis:
+            return "".join(_with_rfc3339(line) for line in self.redis[pod].redis.child.log_path.read_text().splitlines())
         for job in self.jobs.values():
             if job["pod"] == pod:
                 return job["child"].log_path.read_text()
@@ -106,23 +120,53 @@ class LoopbackKube(FakeKube):
         if "--sentinels" in args:
             args[args.index("--sentinels") + 1] = ",".join(f"{h}:{p}" for h, p in self.fs.sentinel_addresses)
             args += ["--regions", f"a=127.0.0.1:{self.fs.region_a.port},b=127.0.0.1:{self.fs.region_b.port}"]
-        if "--redis" in args:
-            target = args[args.index("--redis") + 1]
-            args[args.index("--redis") + 1] = self.redis[target.split(".")[0]].address
+        for option in ("--redis", "--primary", "--replica"):
+            if option in args:
+                target = args[args.index(option) + 1]
+                args[args.index(option) + 1] = self.redis[target.split(".")[0]].address
         child = start_process(f"job-{name}", [sys.executable, "-m", "hadrlab.featurestore", *args], env=env)
         pod_name = f"{name}-pod"
         self.jobs[name] = {"child": child, "pod": pod_name}
         self.put(f"{POD_PATH}/{pod_name}", {"metadata": {"name": pod_name, "labels": {"job-name": name}},
                                              "status": {"phase": "Running"}})
 
+    # -- NetworkChaos as the local store's proxy faults
+    def _chaos_region(self, obj: dict):
+        selector = obj["spec"]["selector"]["nodeSelectors"]["topology.kubernetes.io/region"]
+        return self.fs.region(selector.removeprefix("region-"))
+
+    def _network_chaos(self, path: str, obj: dict) -> None:
+        if not path.startswith(CHAOS_PATH):
+            return
+        region = self._chaos_region(obj)
+        if obj["spec"]["action"] == "delay":
+            region.proxy.set_latency(float(obj["spec"]["delay"]["latency"].removesuffix("ms")))
+        elif obj["spec"]["action"] == "partition":
+            self.fs.partition_region(region.name)  # blackholes its proxy, freezes its Sentinel
+
+    def _undo_network_chaos(self, obj: dict) -> None:
+        region = self._chaos_region(obj)
+        if obj["spec"]["action"] == "delay":
+            region.proxy.set_latency(0)
+        elif obj["spec"]["action"] == "partition":
+            region.proxy.blackhole(False)
+            if region.sentinel is not None and region.sentinel.site in self.fs._paused_sentinels:
+                region.sentinel.child.resume()
+                self.fs._paused_sentinels.discard(region.sentinel.site)
+
     def request(self, method, path, *, query=(), body=None, content_type=None, timeout_s=10.0):
+        if method == "delete" and path.startswith(CHAOS_PATH) and path in self.objects and not self.down:
+            self._undo_network_chaos(self.objects[path])
         name = path[len(JOB_PATH):] if path.startswith(JOB_PATH) else None
         if name in self.jobs:
             child = self.jobs[name]["child"]
             if method == "delete":
                 child.stop(timeout_s=2)
             elif method == "get" and path in self.objects and child.popen.poll() is not None:
-                self.objects[path]["status"] = {"succeeded": 1} if child.popen.returncode == 0 else {"failed": 1}
+                self.objects[path]["status"] = (  # as the Job controller reports an ended Job
+                    {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+                    if child.popen.returncode == 0 else
+                    {"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]})
         return super().request(method, path, query=query, body=body, content_type=content_type, timeout_s=timeout_s)
 
     def stop_jobs(self) -> None:
@@ -130,6 +174,18 @@ class LoopbackKube(FakeKube):
             job["child"].stop(timeout_s=2)
         for restart in self.restarts:
             restart.join(timeout=30)
+
+
+def _names(sentinel, master_name: str):
+    """The primary's port as ``sentinel`` names it (None if it does not answer)."""
+    try:
+        client = sentinel.client(socket_timeout=0.5)
+        try:
+            return int(client.sentinel_get_master_addr_by_name(master_name)[1])
+        finally:
+            client.close()
+    except Exception:
+        return None
 
 
 def _with_rfc3339(line: str) -> str:

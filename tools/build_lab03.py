@@ -101,6 +101,14 @@ md("""
 training data, the model registry, the continuous trainer (one run of 60 steps every second, and a
 supervisor that restarts it when it dies, as a Deployment would), and the online scoring API.
 Everything a probe needs to reach it is in one file, `pipeline.json`.
+
+With `HADRLAB_BACKEND=kube` the same experiments run on the cluster of `make kind-up`:
+`hadrlab.start_kube_pipeline` applies `infra/k8s/pipeline.yaml` (the registry as a StatefulSet
+with a volume, the trainer as a Job that resumes from its checkpoints, the online API as a
+Deployment behind a Service), `pipeline.json` says `"backend": "kube"`, and every probe and action
+does the cluster's version of the same thing: a killed trainer is a SIGKILL in its pod, a registry
+outage scales its StatefulSet to 0, the online SLO is measured through the Service. Only the next
+cell differs between the backends.
 """)
 code("""
 %matplotlib inline
@@ -109,8 +117,10 @@ from pathlib import Path
 import pandas as pd
 import hadrlab
 
+# Backend-specific (HADRLAB_BACKEND): local processes (the default), or the kind cluster.
+start_pipeline = hadrlab.start_kube_pipeline if hadrlab.backend_name() == "kube" else hadrlab.start_pipeline
 board = hadrlab.Scoreboard("03")
-print(hadrlab.UNHARDENED.describe())
+print(f"backend {hadrlab.backend_name()}:", hadrlab.UNHARDENED.describe())
 """)
 
 # ----------------------------------------------------------------------------- Steady state
@@ -147,7 +157,7 @@ a model only while the registry confirms it), no checkpoints, no contract, no ga
 that appends results and saves its progress separately, and talks to the Redis primary directly.
 """)
 code("""
-baseline = hadrlab.start_pipeline(hadrlab.UNHARDENED, name="baseline")
+baseline = start_pipeline(hadrlab.UNHARDENED, name="baseline")
 baseline
 """)
 md("""
@@ -260,7 +270,7 @@ display(board.check_equal("checkpoint interval for 0.25 s of lost work", lambda:
                           hint="0.25 s / 25 ms per step"))
 """)
 code("""
-hardened = hadrlab.start_pipeline(my_hardening, name="hardened")
+hardened = start_pipeline(my_hardening, name="hardened")
 hardened_results = run_all(hardened)
 pd.DataFrame([{"experiment": r.name, "verdict": r.verdict, "status": r.status} for r in hardened_results])
 """)

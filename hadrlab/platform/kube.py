@@ -816,6 +816,23 @@ class KubePlatform(Platform):
                    query=[("fieldManager", FIELD_MANAGER)])
         self._record("scaled", "", f"{deployment}: {before['spec'].get('replicas')} -> {int(replicas)}", deployment)
 
+    def scale_statefulset(self, name: str, replicas: int) -> int:
+        """Set a StatefulSet's replica count through its scale subresource; return the count before.
+
+        Scaling the course's one-replica registry to 0 and back is a registry outage: the
+        pod is deleted (gracefully), its volume stays (``whenScaled: Retain``).
+        """
+        path = self._path("apps/v1", "StatefulSet", name)
+        sts = self._get_or_none(path)
+        if sts is None:
+            raise HadrError(f"There is no StatefulSet {name!r} in namespace {self.namespace!r} of context "
+                            f"{self.context!r}. Apply its manifest first.")
+        before = int((sts.get("spec") or {}).get("replicas", 1))
+        self._call("patch", path + "/scale", body={"spec": {"replicas": int(replicas)}},
+                   content_type="application/merge-patch+json", query=[("fieldManager", FIELD_MANAGER)])
+        self._record("scaled", "", f"{name}: {before} -> {int(replicas)}", name)
+        return before
+
     def rollout(self, deployment: str, env: Mapping[str, str] | None = None, image: str | None = None,
                 version: str | None = None) -> int:
         """Roll out a new pod template: changed env, image, or version.
@@ -985,40 +1002,78 @@ class KubePlatform(Platform):
         return self._forward(service, int(svc["spec"]["ports"][0]["port"]))
 
     def _forward(self, service: str, port: int) -> str:
+        return self._port_forward(f"service/{service}", port, key=service,
+                                  missing=f"Service {service!r} has no NodePort mapped to this machine")
+
+    def _port_forward(self, target: str, port: int, *, key: str, missing: str) -> str:
+        """Start (or reuse) ``kubectl port-forward TARGET LOCAL:PORT`` on 127.0.0.1; its URL."""
         import shutil
 
         from hadrlab.processes import find_free_port, start_process, wait_for_tcp
 
         with self._lock:
-            child = self._forwards.get(service)
+            child = self._forwards.get(key)
         if child is not None and child.alive():
             return child.url
         kubectl = shutil.which("kubectl")
         if kubectl is None:
             raise HadrError(
-                f"Service {service!r} has no NodePort mapped to this machine, and kubectl (needed for "
-                f"a port-forward) is not on PATH. Install kubectl, or use the course's kind cluster "
+                f"{missing}, and kubectl (needed for a port-forward) is not on PATH. Install kubectl "
+                f"(infra/kind/README.md lists the tools), or use the course's kind cluster "
                 f"(`python -m hadrlab.kind up`) whose NodePorts are mapped to 127.0.0.1."
             )
         local = find_free_port()
         child = start_process(
-            f"port-forward-{service}",
+            f"port-forward-{target.replace('/', '-')}-{int(port)}",
             [kubectl, "--context", self.context, "-n", self.namespace, "port-forward",
-             "--address", "127.0.0.1", f"service/{service}", f"{local}:{port}"],
+             "--address", "127.0.0.1", target, f"{local}:{int(port)}"],
             port=local, ready=lambda c: wait_for_tcp(c, timeout_s=20),
         )
         with self._lock:
-            self._forwards[service] = child
-        if not self.quiet:
-            print(f"note: service/{service} reached through `kubectl port-forward` on 127.0.0.1:{local}; "
+            self._forwards[key] = child
+        if not self.quiet and target.startswith("service/"):
+            print(f"note: {target} reached through `kubectl port-forward` on 127.0.0.1:{local}; "
                   f"it pins one pod, so a replica kill is not load-balanced away")
         return child.url or f"http://127.0.0.1:{local}"
 
-    def _stop_forward(self, service: str) -> None:
+    def _stop_forward(self, key: str) -> None:
         with self._lock:
-            child = self._forwards.pop(service, None)
+            child = self._forwards.pop(key, None)
         if child is not None:
             child.stop(timeout_s=2)
+
+    def forward_pod(self, pod: str, port: int) -> str:
+        """``http://127.0.0.1:PORT`` reaching ``port`` of ONE pod, through ``kubectl port-forward pod/NAME``.
+
+        For what belongs to one pod (a sidecar's own view), where a Service would answer
+        from any pod. The forward goes through the API server, not the pod network, so a
+        network fault on the pod's region does not cut it; it ends with the pod.
+        """
+        return self._port_forward(f"pod/{pod}", port, key=f"pod/{pod}:{int(port)}",
+                                  missing=f"Reaching port {port} of pod {pod!r} needs a port-forward")
+
+    def stop_forward_pod(self, pod: str, port: int) -> None:
+        """Stop the port-forward of :meth:`forward_pod` (none running is fine)."""
+        self._stop_forward(f"pod/{pod}:{int(port)}")
+
+    def pod_region(self, pod: str) -> str | None:
+        """The ``topology.kubernetes.io/region`` label of the node ``pod`` runs on (None if unknown).
+
+        None while the pod is not scheduled, or when the node cannot be read (RBAC may
+        forbid reading nodes).
+        """
+        node = (self._call("get", self._path("v1", "Pod", pod)).get("spec") or {}).get("nodeName")
+        if not node:
+            return None
+        try:
+            labels = (self._call("get", f"/api/v1/nodes/{node}").get("metadata") or {}).get("labels") or {}
+        except HadrError:
+            raise
+        except Exception as exc:
+            if _status(exc) in (403, 404):
+                return None
+            raise
+        return labels.get("topology.kubernetes.io/region")
 
     # ------------------------------------------------------------------ network faults (Chaos Mesh)
 
@@ -1148,14 +1203,19 @@ class KubePlatform(Platform):
         return items[-1] if items else None
 
     def job_state(self, job: str) -> str:
-        """``"running"`` (or pending), ``"succeeded"`` or ``"failed"``."""
+        """``"running"`` (or pending), ``"succeeded"`` or ``"failed"``, from the Job's conditions.
+
+        A Job whose pod failed and is being replaced has ``status.failed`` > 0 and no Failed
+        condition: it is still running (the next pod resumes the work). Only the Job
+        controller's Complete/Failed condition (or every completion done) ends it.
+        """
         status = self._call("get", self._path("batch/v1", "Job", job)).get("status") or {}
         for condition in status.get("conditions") or []:
             if condition.get("status") == "True" and condition.get("type") in ("Complete", "SuccessCriteriaMet"):
                 return "succeeded"
-            if condition.get("status") == "True" and condition.get("type") == "Failed":
+            if condition.get("status") == "True" and condition.get("type") in ("Failed", "FailureTarget"):
                 return "failed"
-        return "succeeded" if status.get("succeeded") else "failed" if status.get("failed") else "running"
+        return "succeeded" if int(status.get("succeeded") or 0) >= 1 and not status.get("active") else "running"
 
     def job_logs(self, job: str) -> str:
         """The log so far of ``job``'s pod ("" while the pod is not running yet)."""

@@ -45,9 +45,19 @@ from datetime import datetime
 from typing import Any
 
 from hadrlab.errors import HadrError, ServiceNotReady
-from hadrlab.featurestore import MASTER_NAME, RpoResult, WriteRtoResult, _region_of_host, rpo_options
+from hadrlab.featurestore import (
+    MASTER_NAME,
+    READ_HASH_FIELD_SCRIPT,
+    ReturnResult,
+    RpoResult,
+    WriteRtoResult,
+    _region_of_host,
+    parse_hash_field_reply,
+    rpo_options,
+)
 
-__all__ = ["KubeFeatureStore", "redis_manifests", "restart_delay_s", "start_kube_feature_store", "parse_sentinel_log"]
+__all__ = ["KubeFeatureStore", "KubeLagSampler", "redis_manifests", "restart_delay_s", "start_kube_feature_store",
+           "parse_sentinel_log", "parse_redis_log"]
 
 REDIS_PODS = {"a": "redis-a-0", "b": "redis-b-0"}
 # One Sentinel per site (infra/k8s/redis.yaml): region A, region B, the witness.
@@ -64,6 +74,9 @@ SENTINEL_EVENTS = ("+sdown", "-sdown", "+odown", "-odown", "+try-failover", "+el
 # never travels through the notebook or the exec call's arguments.
 _REDIS_CLI = ["sh", "-c", 'exec redis-cli -a "$REDIS_PASSWORD" --no-auth-warning "$@"', "redis-cli"]
 _SENTINEL_CLI = [*_REDIS_CLI, "-p", "26379"]
+
+
+SETTINGS_ANNOTATION = "hadrlab.io/store-settings"
 
 
 def redis_manifests(*, down_after_ms: int = 1000, min_replicas_to_write: int = 0,
@@ -84,10 +97,18 @@ def redis_manifests(*, down_after_ms: int = 1000, min_replicas_to_write: int = 0
     from hadrlab.platform.manifests import load_manifest
 
     docs = load_manifest(course_file("infra/k8s/redis.yaml"), validate=False)  # fresh dicts, ours to edit
+    # Every StatefulSet carries the settings on its pod template, so that a change rolls ALL
+    # of them: a fresh store, region A the primary by the manifest and the Sentinels watching
+    # it from scratch, as the local backend starts a fresh store per setting. Rolling the
+    # Redis pods alone would restart them by the manifest's roles while the Sentinels still
+    # remember whichever region they last promoted.
+    settings = f"down-after={int(down_after_ms)},min-replicas={int(min_replicas_to_write)},failover-timeout={int(failover_timeout_ms)}"
     for doc in docs:
         if doc.get("kind") != "StatefulSet":
             continue
-        spec = doc["spec"]["template"]["spec"]
+        template = doc["spec"]["template"]
+        template.setdefault("metadata", {}).setdefault("annotations", {})[SETTINGS_ANNOTATION] = settings
+        spec = template["spec"]
         if doc["metadata"]["name"].startswith("sentinel-"):
             init = spec["initContainers"][0]
             script = init["command"][-1]
@@ -156,6 +177,66 @@ def _rfc3339(stamp: str) -> float | None:
     return base + (float("0." + frac[:6]) if frac.isdigit() else 0.0)
 
 
+def parse_redis_log(text: str) -> list[dict]:
+    """A Redis server's own log, read with timestamps: its role over time, line by line.
+
+    A line looks like ``2026-11-27T23:40:01.123456789Z 1:S 27 Nov 2026 23:40:01.123 *
+    Connecting to MASTER redis-b-0.redis-b:6379``: the letter after the pid is the role the
+    server had when it wrote the line (``M`` master, ``S`` replica, ``C`` a child process).
+
+    Returns:
+        ``{"t", "role", "message"}`` dicts (role ``"master"``, ``"slave"``, or ``""`` for a
+        line that is not the server's own, e.g. the manifest's wrapper's).
+    """
+    roles = {"M": "master", "S": "slave"}
+    rows = []
+    for line in text.splitlines():
+        stamp, _, rest = line.partition(" ")
+        t = _rfc3339(stamp)
+        if t is None:
+            continue
+        head, _, tail = rest.partition(" ")
+        pid, sep, letter = head.partition(":")
+        if sep and pid.isdigit() and len(letter) == 1:
+            # "27 Nov 2026 23:40:01.123 * message": skip the server's own stamp and level.
+            words = tail.split(" ", 5)
+            rows.append({"t": t, "role": roles.get(letter, ""), "message": words[5] if len(words) > 5 else tail})
+        else:
+            rows.append({"t": t, "role": "", "message": rest})
+    return rows
+
+
+def return_times(log_rows: list[dict], sentinel_events: list[dict], *, host: str,
+                 since: float) -> tuple[float | None, float | None, float | None]:
+    """When a crashed Redis came back, became a replica, and finished its sync, after ``since``.
+
+    From its own log (:func:`parse_redis_log`): back = its last "Ready to accept connections"
+    (the restarted server); replica = its first line as a replica after that, or Sentinel's
+    ``+convert-to-slave`` naming ``host``, whichever came first; synced = "sync: Finished
+    with success" or a successful partial resynchronization.
+
+    Returns:
+        ``(started_at, converted_at, linked_at)``, epoch seconds, None where not (yet) seen.
+    """
+    rows = [r for r in log_rows if r["t"] >= since]
+    ready = [r["t"] for r in rows if "Ready to accept connections" in r["message"]]
+    started = max(ready) if ready else None
+    if started is None:
+        return None, None, None
+    after = [r for r in rows if r["t"] >= started]
+    candidates = [r["t"] for r in after if r["role"] == "slave"]
+    # "+convert-to-slave slave HOST:6379 HOST 6379 @ features NEW-PRIMARY 6379": before the "@".
+    candidates += [e["t"] for e in sentinel_events if e["kind"] == "+convert-to-slave" and e["t"] >= started
+                   and host in str(e["detail"]).split("@")[0]]
+    converted = min(candidates) if candidates else None
+    linked = None
+    if converted is not None:
+        synced = [r["t"] for r in after if r["t"] >= converted and (
+            "sync: Finished with success" in r["message"] or "Successful partial resynchronization" in r["message"])]
+        linked = min(synced) if synced else None
+    return started, converted, linked
+
+
 def _info(text: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines():
@@ -173,15 +254,21 @@ class KubeFeatureStore:
     """The cluster's feature store (infra/k8s/redis.yaml); made by :func:`start_kube_feature_store`.
 
     The same verbs as the local :class:`hadrlab.featurestore.FeatureStore` that a cluster can
-    do: ``current_primary``, ``kill_primary``, ``partition_region`` / ``heal``,
-    ``delay_region``, ``wait_for_failover``, ``wait_until_linked``, ``events``,
-    ``replication_lag_bytes``, and the measurements ``measure_write_rto`` and ``measure_rpo``.
+    do: ``current_primary``, ``kill_primary``, ``partition_region`` / ``delay_region`` /
+    ``heal``, ``wait_for_failover``, ``wait_until_linked``, ``restart_old_primary``,
+    ``events``, ``replication_lag_bytes``, ``start_lag_sampler``, the drills' helpers
+    ``is_linked_replica``, ``request_failover`` and ``read_hash_field``, and the
+    measurements ``measure_write_rto`` and ``measure_rpo``.
     """
 
     backend = "kube"
 
-    def __init__(self, platform: Any, *, down_after_ms: int = 1000, min_replicas_to_write: int = 0) -> None:
+    def __init__(self, platform: Any, *, down_after_ms: int = 1000, min_replicas_to_write: int = 0,
+                 cross_region_latency_ms: float = 0) -> None:
         self.platform = platform
+        # The network the store was started with, which heal() returns to.
+        self.cross_region_latency_ms = float(cross_region_latency_ms)
+        self._killed: tuple[float, str] | None = None  # (t, region) of the last crash
         self.master_name = MASTER_NAME
         self.down_after_ms = int(down_after_ms)
         self.min_replicas_to_write = int(min_replicas_to_write)
@@ -230,6 +317,10 @@ class KubeFeatureStore:
         """``INFO replication`` of region ``region``'s Redis, as a dict."""
         return _info(self.redis_cli(region, "INFO", "replication"))
 
+    def info_sections(self, region: str, *sections: str) -> dict[str, str]:
+        """``INFO SECTION...`` of region ``region``'s Redis (several sections need Redis 7), as a dict."""
+        return _info(self.redis_cli(region, "INFO", *sections))
+
     def role(self, region: str) -> str:
         """``"master"`` or ``"slave"``, as region ``region``'s Redis says."""
         return self.info(region).get("role", "?")
@@ -265,6 +356,53 @@ class KubeFeatureStore:
         p_off = int(self.info(primary).get("master_repl_offset", 0))
         r_off = int(self.info("b" if primary == "a" else "a").get("slave_repl_offset", 0))
         return max(0, p_off - r_off)
+
+    def is_linked_replica(self, name: str) -> bool:
+        """True when region ``name``'s Redis is a replica whose link to its primary is up."""
+        with contextlib.suppress(Exception):
+            info = self.info(name)
+            return info.get("role") == "slave" and info.get("master_link_status") == "up"
+        return False
+
+    def request_failover(self) -> bool:
+        """Ask the witness Sentinel (``redis-cli`` in its pod) for ``SENTINEL FAILOVER``; True if accepted.
+
+        Refused (False) while the Sentinels consider the replica unfit (``-NOGOODSLAVE``).
+        """
+        with contextlib.suppress(Exception):
+            return self.sentinel_cli(SENTINEL_PODS[-1], "SENTINEL", "FAILOVER", self.master_name).strip() == "OK"
+        return False
+
+    def read_hash_field(self, pattern: str, field: str) -> tuple[float, dict[str, str]]:
+        """Read ``field`` of every hash whose key matches ``pattern``, on the primary, in one pass.
+
+        One script run by ``redis-cli`` inside the primary's pod: one instant of the data,
+        stamped by the primary's clock.
+
+        Returns:
+            ``(t, {key: value})``: the primary's clock at the read (epoch s), and the values.
+        """
+        out = self.redis_cli(self.current_primary(), "EVAL", READ_HASH_FIELD_SCRIPT, 0, pattern, field, timeout_s=30)
+        return parse_hash_field_reply(out)
+
+    def start_lag_sampler(self, interval_ms: float = 200) -> KubeLagSampler:
+        """Sample the replication lag from inside the cluster until ``stop()``.
+
+        A Job in the replica's region runs ``lag-probe`` (the local sampler's loop: offsets,
+        then a write on the primary timed until the replica shows it) every ``interval_ms``;
+        its rows are read from the pod's log. The first row comes once the pod runs (a
+        few seconds on kind).
+
+        Returns:
+            A :class:`KubeLagSampler`: ``samples()`` so far, ``stop()`` for all of them.
+        """
+        primary = self.current_primary()
+        replica = "b" if primary == "a" else "a"
+        job = self._start_probe("lag-probe", ["--primary", f"{REDIS_PODS[primary]}.redis-{primary}:6379",
+                                              "--replica", f"{REDIS_PODS[replica]}.redis-{replica}:6379",
+                                              "--interval-ms", f"{interval_ms:g}", "--duration-s", "600"],
+                                region=replica)
+        return KubeLagSampler(self, job)
 
     def wait_until_linked(self, timeout_s: float = 60.0) -> float:
         """Wait until the replica's link to the primary is up; return the seconds waited."""
@@ -340,7 +478,7 @@ class KubeFeatureStore:
                 f"from inside its pod, which needs `--enable-debug-command local` in infra/k8s/redis.yaml; "
                 f"restore it (`git checkout infra/k8s/redis.yaml`) and run start_kube_feature_store() again."
             )
-        self._last_fault = (t, name)
+        self._last_fault = self._killed = (t, name)
         self._record("kill", f"redis-server in pod {pod} crashed (DEBUG SEGFAULT; exec said: {text[:80] or code})", t=t)
         return name
 
@@ -367,15 +505,32 @@ class KubeFeatureStore:
         self._record("partition", f"region {region}: NetworkChaos partition", t=t)
 
     def delay_region(self, name: str, latency_ms: float) -> None:
-        """Delay every packet leaving region ``name``'s pods by ``latency_ms`` (Chaos Mesh)."""
+        """Delay every packet leaving region ``name``'s pods by ``latency_ms`` (Chaos Mesh).
+
+        It replaces the region's delay (the cross-region latency the store started with
+        included); :meth:`heal` puts the start's latency back.
+        """
         region = self._region(name)
         self.platform.delay_region(f"region-{region}", latency_ms)
         self._record("latency", f"{latency_ms:g} ms on region {region} (NetworkChaos)")
 
     def heal(self) -> None:
-        """Remove every network fault (NetworkChaos and PodChaos of the namespace)."""
+        """Return every region's network to how the store started it.
+
+        Removes every chaos object of the namespace (NetworkChaos, PodChaos), then puts back
+        the cross-region latency the store was started with (one NetworkChaos delay per
+        region, as :meth:`delay_region` makes).
+        """
+        n = self._restore_network()
+        baseline = f", {self.cross_region_latency_ms:g} ms cross-region latency back" if self.cross_region_latency_ms else ""
+        self._record("heal", f"{n} chaos object(s) removed{baseline}")
+
+    def _restore_network(self) -> int:
         n = self.platform.clear_faults()
-        self._record("heal", f"{n} chaos object(s) removed")
+        if self.cross_region_latency_ms:
+            for region in REDIS_PODS:
+                self.platform.delay_region(f"region-{region}", self.cross_region_latency_ms)
+        return n
 
     def wait_for_failover(self, timeout_s: float = 30.0) -> float:
         """Wait until the Sentinels name a new primary; return seconds since the last fault."""
@@ -395,6 +550,111 @@ class KubeFeatureStore:
             f"The Sentinels still name region {old} as primary {timeout_s:g} s after the fault (down-after "
             f"{self.down_after_ms} ms). Recent events: {self.events(since=t0).tail(5).to_dict('records')}. "
             f"Look at `kubectl -n {self.platform.namespace} logs sentinel-w-0`."
+        )
+
+    def restart_old_primary(self, *, timeout_s: float = 60.0, probe_interval_ms: int = 200) -> ReturnResult:
+        """Watch the crashed primary come back, EMPTY, and Sentinel turn it into a replica.
+
+        On a cluster nobody restarts it by hand: the kubelet restarts the crashed container
+        in place, and the manifest's wrapper keeps it down ``RESTART_DELAY_S`` first. From
+        then on it is a master nobody elected, with no data, until a Sentinel sends
+        ``REPLICAOF``. This watches it until it is a linked replica, every
+        ``probe_interval_ms``, with ``redis-cli`` in its pod: its role and key count, a
+        direct write (a client that still points at its address), and a read of a marker
+        key from whichever server the Sentinels name (what ``master_for`` would read). The
+        times come from the server's own log (the role it logged each line with, timed by
+        the kubelet) and Sentinel's ``+convert-to-slave``, so a call made after the return
+        still reports it.
+
+        Returns:
+            A :class:`~hadrlab.featurestore.ReturnResult`; ``timeline`` has one row per probe.
+
+        Raises:
+            HadrError: no primary was crashed through this store, or no failover happened yet.
+            ServiceNotReady: it was not a linked replica within ``timeout_s``.
+        """
+        import pandas as pd
+
+        if self._killed is None:
+            raise HadrError("restart_old_primary() watches the primary crashed by fs.kill_primary() come back, but "
+                            "none was crashed through this store. Call fs.kill_primary() first.")
+        t_kill, name = self._killed
+        pod = REDIS_PODS[name]
+        if self.current_primary() == name:
+            raise HadrError(f"The Sentinels still name region {name} (the crashed one) as primary: no failover "
+                            f"happened yet. Call fs.wait_for_failover() first.")
+        run = secrets.token_hex(3)
+        marker: str | None = f"returning:{run}"
+        with contextlib.suppress(HadrError):
+            # With min-replicas-to-write the lone new primary refuses writes (NOREPLICAS):
+            # then "empty" is judged by the key count instead of a marker key.
+            if self.redis_cli(self.current_primary(), "SET", marker, "kept").strip() != "OK":
+                marker = None
+        rows: list[dict] = []
+        accepted = refused = empty_reads = 0
+        refusals: Counter = Counter()
+        deadline = time.monotonic() + timeout_s
+        linked_seen = False
+        i = 0
+        while time.monotonic() < deadline:
+            t = time.time()
+            info: dict[str, str] = {}
+            with contextlib.suppress(Exception):
+                info = self.info_sections(name, "replication", "keyspace")
+            role = info.get("role", "down")
+            dbsize = None if not info else sum(int(v.split(",")[0].split("=")[1]) for k, v in info.items()
+                                                 if k.startswith("db") and v.startswith("keys="))
+            write = "-"
+            if role != "down":
+                code, out, err = self.platform.exec(pod, [*_REDIS_CLI, "SET", f"stale-write:{run}:{i}", str(i)],
+                                                    container="redis", timeout_s=5)
+                answer = (out or err).strip()
+                if code == 0 and answer == "OK":
+                    write, accepted = "accepted", accepted + 1
+                elif answer.split(" ")[0].isupper():
+                    # NOREPLICAS (min-replicas-to-write), READONLY (a replica now).
+                    code_word = answer.split(" ")[0]
+                    write, refused = f"refused {code_word}", refused + 1
+                    refusals[code_word] += 1
+                else:
+                    write = answer[:40] or f"exit {code}"
+            with contextlib.suppress(Exception):
+                serving = self.current_primary()
+                if marker:
+                    empty = self.redis_cli(serving, "GET", marker).strip() == ""
+                else:
+                    empty = self.redis_cli(serving, "DBSIZE").strip() == "0"
+                empty_reads += int(empty)
+            rows.append({"t": t, "role": role, "dbsize": dbsize, "write": write})
+            if role == "slave" and info.get("master_link_status") == "up":
+                linked_seen = True
+                break
+            i += 1
+            time.sleep(probe_interval_ms / 1000)
+        log_rows = parse_redis_log(self.platform.pod_logs(pod, "redis", timestamps=True))
+        events = self.events(since=t_kill).to_dict("records")
+        started, converted, linked = return_times(log_rows, events, host=f"{pod}.redis-{name}", since=t_kill)
+        # Where a log line is missing, what the probes saw (at their resolution).
+        seen_master = [r["t"] for r in rows if r["role"] == "master"]
+        seen_slave = [r["t"] for r in rows if r["role"] == "slave"]
+        if started is None and (seen_master or seen_slave):
+            started = min(seen_master + seen_slave)
+        converted = converted if converted is not None else (min(seen_slave) if seen_slave else None)
+        if linked is None and linked_seen:
+            linked = rows[-1]["t"]
+        if not linked_seen and linked is None:
+            raise ServiceNotReady(
+                f"Region {name}'s Redis (pod {pod}) was not a linked replica {timeout_s:g} s after this call; its "
+                f"last probe said role {rows[-1]['role'] if rows else 'none'}. It stays down RESTART_DELAY_S after "
+                f"a crash: `kubectl -n {self.platform.namespace} logs {pod}` says where it is.")
+        if started is not None:
+            self._record("restart", f"redis-{name} back in pod {pod}, empty (restarted by the kubelet)", t=started)
+        if converted is not None:
+            self._record("converted", f"redis-{name} is now a replica", t=converted)
+        return ReturnResult(
+            region=name, started_at=started if started is not None else rows[0]["t"], converted_at=converted,
+            linked_at=linked, writes_accepted=accepted, writes_refused=refused, refusals=dict(refusals),
+            master_for_saw_empty=empty_reads, timeline=pd.DataFrame(rows, columns=["t", "role", "dbsize", "write"]),
         )
 
     # ------------------------------------------------------------------ probes (Jobs)
@@ -609,15 +869,57 @@ class KubeFeatureStore:
             self.platform.delete(redis_manifests())
 
 
+class KubeLagSampler:
+    """The rows of a running ``lag-probe`` Job; made by :meth:`KubeFeatureStore.start_lag_sampler`.
+
+    The same two methods as the local :class:`hadrlab.featurestore.LagSampler`.
+    """
+
+    def __init__(self, store: KubeFeatureStore, job: str) -> None:
+        self.store, self.job = store, job
+        self._rows: list[dict] = []
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        return f"KubeLagSampler(job {self.job!r}, {len(self._rows)} samples{', stopped' if self._stopped else ''})"
+
+    def samples(self) -> list[dict]:
+        """The samples so far, from the probe pod's log: ``{"t", "lag_bytes", "lag_ms"}`` dicts."""
+        if not self._stopped:
+            with contextlib.suppress(HadrError):
+                self._rows = parse_lag_rows(self.store.platform.job_logs(self.job))
+        return list(self._rows)
+
+    def stop(self) -> list[dict]:
+        """Read the last rows, delete the Job; return every sample. Safe to call twice."""
+        rows = self.samples()
+        if not self._stopped:
+            self._stopped = True
+            self.store._end_probe(self.job)
+        return rows
+
+
+def parse_lag_rows(text: str) -> list[dict]:
+    """``lag-probe``'s log (``t,lag_bytes,lag_ms`` lines) -> ``{"t", "lag_bytes", "lag_ms"}`` dicts."""
+    rows = []
+    for t, lag_bytes, lag_ms in (r[:3] for r in _csv_rows(text)):
+        with contextlib.suppress(ValueError):  # the header, or a line cut by the log read
+            rows.append({"t": float(t), "lag_bytes": int(lag_bytes), "lag_ms": float(lag_ms)})
+    return rows
+
+
 def start_kube_feature_store(platform: Any = None, *, down_after_ms: int = 1000, min_replicas_to_write: int = 0,
-                             timeout_s: float = 180.0) -> KubeFeatureStore:
+                             cross_region_latency_ms: float = 0, timeout_s: float = 180.0) -> KubeFeatureStore:
     """Apply infra/k8s/redis.yaml with these settings, and wait until replication and Sentinel are up.
 
     Args:
         platform: a :class:`hadrlab.platform.kube.KubePlatform` (default: a new one on the
-            configured context).
+            configured context, without event watches).
         down_after_ms: Sentinel's down-after.
         min_replicas_to_write: see :func:`redis_manifests`.
+        cross_region_latency_ms: one-way latency added to every packet leaving each
+            region's pods (a Chaos Mesh NetworkChaos delay per region), kept until
+            ``stop()``; ``heal()`` puts it back after a fault. Needs Chaos Mesh.
         timeout_s: how long the pods, the replication link and Sentinel's discovery may take
             (a changed setting rolls the pods).
 
@@ -629,15 +931,28 @@ def start_kube_feature_store(platform: Any = None, *, down_after_ms: int = 1000,
     if platform is None:
         from hadrlab.platform.kube import KubePlatform
 
-        platform = KubePlatform(quiet=True)
+        # No event watches: the store times Sentinel from its pods' logs, not the platform's
+        # timeline, and Lab 02 starts a store per RPO trial without closing it; each watching
+        # platform would keep three watch threads and connections for the kernel's lifetime.
+        platform = KubePlatform(quiet=True, watch=False)
+    if cross_region_latency_ms and not platform.has_chaos_mesh():
+        raise HadrError(
+            f"start_kube_feature_store(cross_region_latency_ms={cross_region_latency_ms:g}) delays the regions' "
+            f"network with Chaos Mesh, whose CRDs are not installed in context {platform.context!r}. Install it "
+            f"(infra/kind/README.md, 'Add Chaos Mesh'), or start the store with cross_region_latency_ms=0."
+        )
     start = time.monotonic()
-    fs = KubeFeatureStore(platform, down_after_ms=down_after_ms, min_replicas_to_write=min_replicas_to_write)
+    fs = KubeFeatureStore(platform, down_after_ms=down_after_ms, min_replicas_to_write=min_replicas_to_write,
+                          cross_region_latency_ms=cross_region_latency_ms)
     platform.apply(redis_manifests(down_after_ms=down_after_ms, min_replicas_to_write=min_replicas_to_write),
                    quiet=True)
     left = lambda: max(1.0, timeout_s - (time.monotonic() - start))  # noqa: E731
 
     for name in STATEFULSETS:
         platform.wait_for_statefulset(name, timeout_s=left())
+    if platform.has_chaos_mesh():
+        # The network as this store starts it: no fault left by an earlier run, its latency.
+        fs._restore_network()
     fs.wait_until_linked(timeout_s=left())
     wait_until(fs._discovered, timeout_s=left(), interval_s=0.5,
                describe="the Sentinels to find each other and the replica")

@@ -50,6 +50,7 @@ from typing import Any
 from hadrlab.errors import ManifestError
 
 __all__ = [
+    "set_env",
     "SUPPORTED_FIELDS_DOC",
     "KUBE_VERSION",
     "load_manifest",
@@ -174,6 +175,29 @@ _ONLY_VALUES: dict[str, set] = {
 
 
 # --------------------------------------------------------------------------- loading
+
+
+def set_env(container: dict, name: str, value: Any, *, add: bool = False, source: str = "the manifest") -> None:
+    """Set variable ``name`` of ``container`` (a manifest's container, edited in place) to ``value``.
+
+    Used where a lab edits a copy of a manifest in memory before applying it.
+
+    Args:
+        container: a container of a loaded manifest.
+        name, value: the variable; ``value`` is written as a string (any ``valueFrom`` goes).
+        add: add the variable if the manifest does not have it; otherwise a missing one is
+            an error (a setting that would silently reach nothing).
+        source: the manifest's file, for the error message.
+    """
+    for item in container.get("env") or []:
+        if item["name"] == name:
+            item.pop("valueFrom", None)
+            item["value"] = str(value)
+            return
+    if not add:
+        raise ManifestError(f"{source}: container {container['name']!r} has no variable {name} to set; "
+                            f"restore the file from git (`git checkout {source}`).")
+    container.setdefault("env", []).append({"name": name, "value": str(value)})
 
 
 def load_manifest(path: str | os.PathLike, *, validate: bool = True) -> list[dict]:

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from hadrlab.featurestore import measure_rpo, measure_write_rto, start_feature_store
+from hadrlab.processes import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -143,8 +144,10 @@ def test_returning_empty_primary_becomes_a_replica_and_is_never_served(fs):
     fs.kill_primary()
     fs.wait_for_failover(timeout_s=15)
     back = fs.restart_old_primary(timeout_s=30)
+    assert back.promoted_at is None, back
     assert back.converted_at is not None and back.linked_at is not None, back
     assert back.master_for_saw_empty == 0, back
+    assert fs.current_primary() == "b"
     assert fs.region_a.role() == "slave"
     assert fs.region_a.client().get("feature:user:7") == "0.9"  # it copied B's data
 
@@ -157,6 +160,47 @@ def test_min_replicas_to_write_makes_the_returning_empty_primary_refuse_writes()
         back = store.restart_old_primary(timeout_s=30)
     finally:
         store.stop()
+    assert back.promoted_at is None, back
     assert back.converted_at is not None, back
     assert back.writes_accepted == 0, back
     assert back.refusals.get("NOREPLICAS", 0) > 0, back
+
+
+def test_events_include_the_actions_of_a_regional_sentinel():
+    """A failover led by region B's Sentinel: only the leader announces its steps, yet fs.events() has them."""
+    store = start_feature_store(down_after_ms=DOWN_AFTER_MS)
+    try:
+        sentinel_b = next(s for s in store.sentinels if s.site == "b")
+
+        def ask_b() -> bool:
+            try:
+                with sentinel_b.client() as client:
+                    return bool(client.execute_command("SENTINEL", "FAILOVER", store.master_name))
+            except redis.RedisError:
+                return False  # NOGOODSLAVE until the Sentinel's view of the replica is fresh
+
+        wait_until(ask_b, timeout_s=10, interval_s=0.5, describe="SENTINEL FAILOVER accepted by sentinel-b")
+        wait_until(lambda: store.current_primary() == "b", timeout_s=15, describe="region b promoted")
+        promoted = lambda: store.events().query("kind == '+promoted-slave'")  # noqa: E731
+        wait_until(lambda: len(promoted()) > 0, timeout_s=5, describe="+promoted-slave in fs.events()")
+        assert set(promoted()["source"]) == {"sentinel-b"}
+    finally:
+        store.stop()
+
+
+def test_after_a_kill_the_settled_sentinels_no_longer_mark_the_new_primary_down():
+    """With down-after under ~1 s the Sentinels mark the new primary down once, ~down-after after the
+    switch (their link to it is still reconnecting); wait_until_settled() returns only after that."""
+    store = start_feature_store(down_after_ms=900)
+    try:
+        store.kill_primary()
+        store.wait_for_failover(timeout_s=15)
+        new_port = store.region_b.port
+        store.wait_until_settled(timeout_s=15)
+        settled_at = time.time()
+        time.sleep(2.0)
+        downs = store.events(since=settled_at).query("kind == '+sdown' or kind == '+odown'")
+        assert not [d for d in downs["detail"] if d.startswith("master ") and d.endswith(f" {new_port}")], downs
+        assert store.current_primary() == "b"
+    finally:
+        store.stop()

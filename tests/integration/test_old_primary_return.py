@@ -91,7 +91,7 @@ def test_the_returning_empty_primary_serves_no_read_until_it_is_a_linked_replica
         sidecar.stop()
 
     # The hazard really happened: A was an empty master for a while, and we scored meanwhile.
-    assert returned.linked_at is not None, returned
+    assert returned.promoted_at is None and returned.linked_at is not None, returned
     assert returned.seconds_as_master is not None and returned.seconds_as_master > 1.0, returned
     during = [r for r in scorer.rows if returned.started_at <= r["t"] <= returned.linked_at]
     assert len(during) > 50, f"only {len(during)} requests while region A was coming back"

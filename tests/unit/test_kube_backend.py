@@ -462,6 +462,19 @@ def test_redis_manifests_set_down_after_and_min_replicas_and_keep_the_rest() -> 
         validate_schema(doc, source="redis_manifests()")
 
 
+def test_a_changed_store_setting_rolls_every_redis_and_sentinel_statefulset_together() -> None:
+    from hadrlab.platform.kube_featurestore import SETTINGS_ANNOTATION, redis_manifests
+
+    def stamps(docs):
+        return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"][SETTINGS_ANNOTATION]
+                for d in docs if d["kind"] == "StatefulSet"}
+
+    plain, again, tuned = stamps(redis_manifests()), stamps(redis_manifests()), stamps(redis_manifests(min_replicas_to_write=1))
+    assert set(plain) == {"redis-a", "redis-b", "sentinel-a", "sentinel-b", "sentinel-w"}
+    assert plain == again, "the same settings must not roll anything"
+    assert all(tuned[name] != plain[name] for name in plain), "min-replicas alone must roll the Sentinels too"
+
+
 def test_kube_store_starts_reads_the_primary_and_crashes_it_from_inside_the_pod(platform: KubePlatform, fake: FakeKube, cluster: RedisCluster) -> None:
     from hadrlab.platform.kube_featurestore import start_kube_feature_store
 
@@ -542,7 +555,7 @@ def test_a_probe_job_that_fails_is_an_error_with_its_log(platform: KubePlatform,
     def broken(path: str, obj: dict) -> None:
         if "/jobs/" in path:
             fake.pod_logs[f"{obj['metadata']['name']}-pod"] = "ModuleNotFoundError: No module named 'hadrlab'\n"
-            obj["status"] = {"failed": 1}
+            obj["status"] = {"failed": 1, "conditions": [{"type": "Failed", "status": "True"}]}  # backoffLimit 0: ended
     fake.on_apply.append(broken)
     with pytest.raises(HadrError, match="failed before its first write.*No module named"):
         KubeFeatureStore(platform).measure_write_rto(start_timeout_s=5)

@@ -332,3 +332,23 @@ def test_the_image_installs_what_the_pipeline_modules_import() -> None:
         needed |= _third_party_imports(module, seen)
     missing = sorted(n for n in needed if pip_names.get(n, n).lower() not in installed)
     assert not missing, f"the image does not install {missing}"
+
+
+def test_online_api_has_host_access_through_a_nodeport_that_kind_maps() -> None:
+    """The online API's NodePort stands in for it and is one that infra/kind/cluster.yaml maps to 127.0.0.1."""
+    from hadrlab.platform.kube import HOST_ACCESS_ANNOTATION, kind_host_ports
+
+    host = [d for d in DOCS if d["kind"] == "Service"
+            and (d["metadata"].get("annotations") or {}).get(HOST_ACCESS_ANNOTATION) == "online-api"]
+    assert len(host) == 1, "one NodePort Service annotated for online-api"
+    service, target = host[0], OBJECTS[("Service", "online-api")]
+    assert service["spec"]["type"] == "NodePort" and service["spec"]["selector"] == target["spec"]["selector"]
+    assert target["spec"].get("type", "ClusterIP") == "ClusterIP"  # in-cluster clients keep their ClusterIP
+    mapped = kind_host_ports(ROOT / "infra" / "kind" / "cluster.yaml")
+    for port in service["spec"]["ports"]:
+        assert 30000 <= port["nodePort"] <= 32767
+        assert port["nodePort"] in mapped, f"nodePort {port['nodePort']} is not mapped in infra/kind/cluster.yaml"
+    # No other manifest claims the same NodePort (the API server would refuse the second).
+    others = [p["nodePort"] for f in K8S.rglob("*.yaml") if f != PIPELINE for d in _docs(f)
+              if d.get("kind") == "Service" for p in (d.get("spec") or {}).get("ports") or [] if p.get("nodePort")]
+    assert not {p["nodePort"] for p in service["spec"]["ports"]} & set(others)
