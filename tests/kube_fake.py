@@ -245,7 +245,7 @@ class RedisCluster:
                 return 0, f"redis-{p}-0.redis-{p}\n6379\n", ""
             if args[:2] == ["SENTINEL", "MASTER"]:
                 return 0, "name\nfeatures\nnum-slaves\n1\nnum-other-sentinels\n2\n", ""
-        assert command[:3] == ["sh", "-c", 'exec redis-cli -a "$REDIS_PASSWORD" --no-auth-warning "$@"'], command
+        assert command[:3] == ["sh", "-c", 'REDISCLI_AUTH="$REDIS_PASSWORD" exec redis-cli "$@"'], command
         assert "REDIS_PASSWORD" not in " ".join(command[4:])  # the password is never an argument
         args, region = command[4:], pod.split("-")[1]
         if args == ["INFO", "replication"]:

@@ -135,8 +135,14 @@ class LoopbackKube(FakeKube):
         selector = obj["spec"]["selector"]["nodeSelectors"]["topology.kubernetes.io/region"]
         return self.fs.region(selector.removeprefix("region-"))
 
+    @staticmethod
+    def _witness_part(obj: dict) -> bool:
+        """The witness half of a partition: the local partition of the region covers it already."""
+        nodes = ((obj["spec"].get("target") or {}).get("selector") or {}).get("nodeSelectors") or {}
+        return "node-role.kubernetes.io/control-plane" in nodes
+
     def _network_chaos(self, path: str, obj: dict) -> None:
-        if not path.startswith(CHAOS_PATH):
+        if not path.startswith(CHAOS_PATH) or self._witness_part(obj):
             return
         region = self._chaos_region(obj)
         if obj["spec"]["action"] == "delay":
@@ -145,6 +151,8 @@ class LoopbackKube(FakeKube):
             self.fs.partition_region(region.name)  # blackholes its proxy, freezes its Sentinel
 
     def _undo_network_chaos(self, obj: dict) -> None:
+        if self._witness_part(obj):
+            return
         region = self._chaos_region(obj)
         if obj["spec"]["action"] == "delay":
             region.proxy.set_latency(0)

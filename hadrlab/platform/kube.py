@@ -54,6 +54,7 @@ __all__ = [
     "FIELD_MANAGER",
     "COURSE_IMAGE",
     "exec_exit_code",
+    "exec_handshake_error",
     "SIGNAL_SCRIPT",
     "resource_path",
     "pod_transitions",
@@ -253,9 +254,12 @@ class KubeApi:
         from kubernetes.stream import stream
 
         core = client.CoreV1Api(self._client)
-        ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace, container=container,
-                    command=list(command), stderr=True, stdin=False, stdout=True, tty=False,
-                    _preload_content=False)
+        try:
+            ws = stream(core.connect_get_namespaced_pod_exec, pod, namespace, container=container,
+                        command=list(command), stderr=True, stdin=False, stdout=True, tty=False,
+                        _preload_content=False)
+        except Exception as exc:
+            raise exec_handshake_error(exc) from None
         try:
             ws.run_forever(timeout=timeout_s)
             out, err = ws.read_channel(1), ws.read_channel(2)
@@ -284,6 +288,32 @@ class KubeApi:
                 resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
         with contextlib.suppress(Exception):
             self._client.close()
+
+
+def exec_handshake_error(exc: BaseException) -> BaseException:
+    """The HTTP status of a refused exec, put back on the client's error.
+
+    The client opens an exec as a websocket and wraps any failure of the handshake in an
+    ``ApiException`` with ``status=0`` and the text ``"Handshake status 404 Not Found ..."``
+    as its reason: a missing pod (404) or a container that is not running (400) would
+    otherwise look like neither. Anything else is returned unchanged.
+    """
+    import re
+
+    reason = str(getattr(exc, "reason", "") or "")
+    found = re.search(r"Handshake status (\d{3})", reason)
+    if getattr(exc, "status", None) not in (0, None) or not found:
+        return exc
+    from kubernetes.client.exceptions import ApiException
+
+    head, *rest = reason.split("-+-+-")
+    refused = ApiException(status=int(found.group(1)), reason=head.strip()[:200])
+    body = rest[-1].strip() if rest else ""
+    if body[:2] in ("b'", 'b"'):
+        body = body[2:-1]
+    if body.startswith("{"):
+        refused.body = body  # the API server's Status: its message says why
+    return refused
 
 
 def exec_exit_code(status: str) -> int:
@@ -1089,40 +1119,87 @@ class KubePlatform(Platform):
         """Delay every packet from the pods of ``region`` by ``latency_ms`` (Chaos Mesh NetworkChaos)."""
         self._require_chaos("Delaying a region")
         name = f"delay-{region}"
-        self.apply({"apiVersion": CHAOS_GROUP, "kind": "NetworkChaos", "metadata": {"name": name},
-                    "spec": {"action": "delay", "mode": "all",
-                             "selector": {"namespaces": [self.namespace],
-                                          "nodeSelectors": {"topology.kubernetes.io/region": region}},
-                             "delay": {"latency": f"{latency_ms:g}ms", "jitter": f"{jitter_ms:g}ms"}}},
-                   quiet=True)
+        self._put_chaos({"apiVersion": CHAOS_GROUP, "kind": "NetworkChaos", "metadata": {"name": name},
+                         "spec": {"action": "delay", "mode": "all",
+                                  "selector": {"namespaces": [self.namespace],
+                                               "nodeSelectors": {"topology.kubernetes.io/region": region}},
+                                  "delay": {"latency": f"{latency_ms:g}ms", "jitter": f"{jitter_ms:g}ms"}}})
         self._record("hung", "", f"network delay {latency_ms:g} ms on {region}", name)
         return name
 
-    def partition_region(self, region: str = "region-a", other: str = "region-b") -> str:
-        """Cut the network between the pods of ``region`` and ``other`` (both directions)."""
+    def partition_region(self, region: str = "region-a", other: str = "region-b", *, witness: bool = True) -> str:
+        """Cut the network between the pods of ``region`` and ``other`` (both directions).
+
+        With ``witness`` (the default) the region is also cut off from the control-plane node,
+        the third site where the witness Sentinel runs: a region partitioned from the other
+        region only would still be seen by the witness, and two Sentinels out of three
+        (its own and the witness) would go on calling its primary healthy. The local
+        backend's partition isolates the region from every other site in the same way.
+        """
         self._require_chaos("Partitioning a region")
         name = f"partition-{region}"
-        self.apply({"apiVersion": CHAOS_GROUP, "kind": "NetworkChaos", "metadata": {"name": name},
-                    "spec": {"action": "partition", "mode": "all", "direction": "both",
-                             "selector": {"namespaces": [self.namespace],
-                                          "nodeSelectors": {"topology.kubernetes.io/region": region}},
-                             "target": {"mode": "all", "selector": {
-                                 "namespaces": [self.namespace],
-                                 "nodeSelectors": {"topology.kubernetes.io/region": other}}}}},
-                   quiet=True)
-        self._record("hung", "", f"network partition {region} <-> {other}", name)
+        targets = {name: {"topology.kubernetes.io/region": other}}
+        if witness:
+            targets[f"{name}-witness"] = {"node-role.kubernetes.io/control-plane": ""}
+        for chaos, nodes in targets.items():
+            self._put_chaos({"apiVersion": CHAOS_GROUP, "kind": "NetworkChaos", "metadata": {"name": chaos},
+                             "spec": {"action": "partition", "mode": "all", "direction": "both",
+                                      "selector": {"namespaces": [self.namespace],
+                                                   "nodeSelectors": {"topology.kubernetes.io/region": region}},
+                                      "target": {"mode": "all", "selector": {"namespaces": [self.namespace],
+                                                                             "nodeSelectors": nodes}}}})
+        self._record("hung", "", f"network partition {region} <-> {other}" + (" and the witness" if witness else ""),
+                     name)
         return name
 
-    def clear_faults(self) -> int:
-        """Delete every NetworkChaos and PodChaos in the namespace; return how many."""
+    def clear_faults(self, timeout_s: float = 60.0) -> int:
+        """Delete every NetworkChaos and PodChaos in the namespace, and wait until they are gone; return how many.
+
+        Chaos Mesh keeps a deleted chaos object (a finalizer) until its daemon has undone
+        the fault on every pod: gone means the network is back.
+        """
         if not self.has_chaos_mesh():
             return 0
-        n = 0
+        deleted = []
         for kind in ("NetworkChaos", "PodChaos"):
             for item in self._call("get", self._path(CHAOS_GROUP, kind)).get("items") or []:
                 self._delete_chaos(kind, item)
-                n += 1
-        return n
+                deleted.append((kind, item["metadata"]["name"]))
+        self._wait_chaos_gone(deleted, timeout_s)
+        return len(deleted)
+
+    def _put_chaos(self, doc: dict, timeout_s: float = 60.0) -> None:
+        """Create a chaos object; one of the same name with another spec is deleted (and gone) first.
+
+        Chaos Mesh's admission webhook refuses any change to a chaos object's spec ("Cannot
+        update chaos spec"), and a deleted one lingers until its fault is undone; applying
+        onto it would be refused, or lost when the deletion completes.
+        """
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        old = self._get_or_none(self._path(CHAOS_GROUP, kind, name))
+        if old is not None:
+            if not (old.get("metadata") or {}).get("deletionTimestamp") and _contains(old.get("spec") or {}, doc["spec"]):
+                return  # this very fault is in place already
+            self._delete_chaos(kind, old)
+            self._wait_chaos_gone([(kind, name)], timeout_s)
+        self.apply(doc, quiet=True)
+
+    def _wait_chaos_gone(self, objects: Sequence[tuple[str, str]], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        left = list(objects)
+        while left:
+            left = [(k, n) for k, n in left if self._get_or_none(self._path(CHAOS_GROUP, k, n)) is not None]
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                names = ", ".join(f"{k} {n}" for k, n in left)
+                raise HadrError(
+                    f"{names} still exist(s) {timeout_s:g} s after deletion: Chaos Mesh removes a chaos object "
+                    f"only once its daemon has undone the fault on every pod, so the fault may still be in "
+                    f"place. Look at `kubectl -n {self.namespace} describe networkchaos` and at the "
+                    f"chaos-daemon pods (`kubectl -n chaos-mesh get pods`); once the daemons run, it goes."
+                )
+            time.sleep(0.5)
 
     def _delete_chaos(self, kind: str, item: Mapping) -> None:
         name = item["metadata"]["name"]
@@ -1207,24 +1284,63 @@ class KubePlatform(Platform):
 
         A Job whose pod failed and is being replaced has ``status.failed`` > 0 and no Failed
         condition: it is still running (the next pod resumes the work). Only the Job
-        controller's Complete/Failed condition (or every completion done) ends it.
+        controller's terminal Complete/Failed condition (or every completion done, no pod
+        active or terminating) ends it. The interim FailureTarget and SuccessCriteriaMet
+        conditions do not: from Kubernetes 1.31 they come first, while the Job's pods are
+        still being terminated (and may still write), and Failed/Complete follow once
+        those pods are gone.
         """
         status = self._call("get", self._path("batch/v1", "Job", job)).get("status") or {}
         for condition in status.get("conditions") or []:
-            if condition.get("status") == "True" and condition.get("type") in ("Complete", "SuccessCriteriaMet"):
+            if condition.get("status") == "True" and condition.get("type") == "Complete":
                 return "succeeded"
-            if condition.get("status") == "True" and condition.get("type") in ("Failed", "FailureTarget"):
+            if condition.get("status") == "True" and condition.get("type") == "Failed":
                 return "failed"
-        return "succeeded" if int(status.get("succeeded") or 0) >= 1 and not status.get("active") else "running"
+        done = int(status.get("succeeded") or 0) >= 1 and not status.get("active") and not status.get("terminating")
+        return "succeeded" if done else "running"
+
+    def job_stuck(self, job: str) -> str | None:
+        """Why ``job``'s pod cannot start, when the reason will not pass by waiting; else None.
+
+        An image that is not in the cluster (``ErrImageNeverPull``, ``ErrImagePull``,
+        ``ImagePullBackOff``) or a missing Secret or key (``CreateContainerConfigError``)
+        keeps the pod Pending until the Job's deadline: a caller can stop at once and say so.
+        """
+        pod = self.job_pod(job)
+        status = (pod or {}).get("status") or {}
+        for c in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            waiting = (c.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in _STUCK_REASONS:
+                return f"container {c.get('name')}: {waiting['reason']}: {str(waiting.get('message', ''))[:200]}"
+        return None
 
     def job_logs(self, job: str) -> str:
         """The log so far of ``job``'s pod ("" while the pod is not running yet)."""
         pod = self.job_pod(job)
         return self.pod_logs(pod["metadata"]["name"]) if pod else ""
 
-    def delete_job(self, job: str) -> None:
-        """Delete a Job and its pod (a missing Job is not an error)."""
-        self.delete(f"job/{job}")
+    def delete_job(self, job: str, *, foreground: bool = False) -> None:
+        """Delete a Job and its pod (a missing Job is not an error).
+
+        Args:
+            job: the Job's name.
+            foreground: the Job object stays (being deleted) until its pods are gone, so
+                that waiting for the Job to vanish also waits for them. By default
+                (background) the Job vanishes at once while its pods still terminate:
+                they may still write to a shared volume, and keep the ``job-name`` label
+                a new Job of the same name selects its pods by.
+        """
+        if not foreground:
+            self.delete(f"job/{job}")
+            return
+        try:
+            self._call("delete", self._path("batch/v1", "Job", job), query=[("propagationPolicy", "Foreground")])
+        except Exception as exc:
+            if _status(exc) != 404:
+                raise
+        with self._lock:
+            if ("batch/v1", "Job", job) in self._applied:
+                self._applied.remove(("batch/v1", "Job", job))
 
     # ------------------------------------------------------------------ watches
 
@@ -1371,6 +1487,20 @@ def _is_connection_error(exc: BaseException) -> bool:
     import urllib3
 
     return _status(exc) is None and isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+# A pod's waiting reasons that waiting will not cure (the image is absent, a Secret is missing).
+_STUCK_REASONS = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
+                  "CreateContainerConfigError")
+
+
+def _contains(have: Any, want: Any) -> bool:
+    """True when ``have`` has every field of ``want`` with the same value (defaults added to ``have`` are fine)."""
+    if isinstance(want, Mapping):
+        return isinstance(have, Mapping) and all(k in have and _contains(have[k], v) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(have, list) and len(have) == len(want) and all(map(_contains, have, want))
+    return have == want
 
 
 def _status(exc: BaseException) -> int | None:

@@ -72,7 +72,9 @@ SENTINEL_EVENTS = ("+sdown", "-sdown", "+odown", "-odown", "+try-failover", "+el
                    "+failover-end", "-failover-abort-no-good-slave")
 # redis-cli with the password the container already has in its environment: the password
 # never travels through the notebook or the exec call's arguments.
-_REDIS_CLI = ["sh", "-c", 'exec redis-cli -a "$REDIS_PASSWORD" --no-auth-warning "$@"', "redis-cli"]
+# The password reaches redis-cli through its environment (REDISCLI_AUTH), never its
+# arguments, which anyone who can run `ps` in the pod would read.
+_REDIS_CLI = ["sh", "-c", 'REDISCLI_AUTH="$REDIS_PASSWORD" exec redis-cli "$@"', "redis-cli"]
 _SENTINEL_CLI = [*_REDIS_CLI, "-p", "26379"]
 
 
@@ -277,6 +279,7 @@ class KubeFeatureStore:
         self._lock = threading.Lock()
         self._last_fault: tuple[float, str] | None = None
         self._jobs: set[str] = set()
+        self._chaos_made = False  # this store made NetworkChaos objects: stop() removes them
 
     def __repr__(self) -> str:
         return (f"KubeFeatureStore(context={self.platform.context!r}, namespace={self.platform.namespace!r}, "
@@ -499,6 +502,7 @@ class KubeFeatureStore:
         """Cut region ``name`` off from the other region (Chaos Mesh NetworkChaos, both ways)."""
         region = self._region(name)
         was_primary = self.current_primary()
+        self._chaos_made = True
         self.platform.partition_region(f"region-{region}", f"region-{'b' if region == 'a' else 'a'}")
         t = time.time()
         self._last_fault = (t, was_primary)
@@ -511,6 +515,7 @@ class KubeFeatureStore:
         included); :meth:`heal` puts the start's latency back.
         """
         region = self._region(name)
+        self._chaos_made = True
         self.platform.delay_region(f"region-{region}", latency_ms)
         self._record("latency", f"{latency_ms:g} ms on region {region} (NetworkChaos)")
 
@@ -528,6 +533,7 @@ class KubeFeatureStore:
     def _restore_network(self) -> int:
         n = self.platform.clear_faults()
         if self.cross_region_latency_ms:
+            self._chaos_made = True
             for region in REDIS_PODS:
                 self.platform.delay_region(f"region-{region}", self.cross_region_latency_ms)
         return n
@@ -687,6 +693,11 @@ class KubeFeatureStore:
                 raise HadrError(f"The probe Job {job!r} {state} before {what}. Its log ends: "
                                 f"{self.platform.job_logs(job)[-400:]!r}. Is the course image loaded "
                                 f"(`python -m hadrlab.kind up`)?")
+            stuck = self.platform.job_stuck(job)
+            if stuck:
+                raise HadrError(f"The probe Job {job!r} cannot start its pod ({stuck}). Load the course image "
+                                f"(`python -m hadrlab.kind up`) and apply infra/k8s/redis.yaml (its Secret "
+                                f"redis-auth), then run this again.")
             if time.monotonic() > deadline:
                 pod = self.platform.job_pod(job)
                 phase = ((pod or {}).get("status") or {}).get("phase", "no pod yet")
@@ -857,14 +868,19 @@ class KubeFeatureStore:
     # ------------------------------------------------------------------ end
 
     def stop(self, *, delete: bool = False) -> None:
-        """Delete the probe Jobs still running; with ``delete``, also the Redis objects.
+        """Delete the probe Jobs still running and the network faults (and cross-region latency)
+        this store made; with ``delete``, also the Redis objects.
 
-        The store belongs to the cluster: by default it keeps running for the next lab.
+        The store belongs to the cluster: by default it keeps running for the next lab, with
+        an undisturbed network (a NetworkChaos left behind would delay or cut it until deleted).
         """
         with self._lock:
             jobs = list(self._jobs)
         for job in jobs:
             self._end_probe(job)
+        if self._chaos_made:
+            self.platform.clear_faults()
+            self._chaos_made = False
         if delete:
             self.platform.delete(redis_manifests())
 
@@ -944,12 +960,23 @@ def start_kube_feature_store(platform: Any = None, *, down_after_ms: int = 1000,
     start = time.monotonic()
     fs = KubeFeatureStore(platform, down_after_ms=down_after_ms, min_replicas_to_write=min_replicas_to_write,
                           cross_region_latency_ms=cross_region_latency_ms)
-    platform.apply(redis_manifests(down_after_ms=down_after_ms, min_replicas_to_write=min_replicas_to_write),
-                   quiet=True)
+    docs = redis_manifests(down_after_ms=down_after_ms, min_replicas_to_write=min_replicas_to_write)
     left = lambda: max(1.0, timeout_s - (time.monotonic() - start))  # noqa: E731
 
+    # Redis first, the Sentinels once the Redis pods run. A changed setting replaces every
+    # pod, and a Sentinel resolves the primary's name ONCE, when it starts: started while
+    # the old redis-a-0 is still terminating (a headless Service with
+    # publishNotReadyAddresses keeps a terminating pod's address in DNS), it would monitor
+    # that dead address for good, and no replica would ever be found.
+    sentinels = [d for d in docs if d["metadata"]["name"].startswith("sentinel")]
+    platform.apply([d for d in docs if not d["metadata"]["name"].startswith("sentinel")], quiet=True)
     for name in STATEFULSETS:
-        platform.wait_for_statefulset(name, timeout_s=left())
+        if name.startswith("redis"):
+            platform.wait_for_statefulset(name, timeout_s=left())
+    platform.apply(sentinels, quiet=True)
+    for name in STATEFULSETS:
+        if name.startswith("sentinel"):
+            platform.wait_for_statefulset(name, timeout_s=left())
     if platform.has_chaos_mesh():
         # The network as this store starts it: no fault left by an earlier run, its latency.
         fs._restore_network()

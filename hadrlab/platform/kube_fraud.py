@@ -419,6 +419,7 @@ class KubeFraudServices:
             service.stop()
         if delete:
             self.platform.delete(fraud_manifests())
+            self.platform.delete(f"configmap/{POLICY_CONFIGMAP}")  # a learner's policy, if one was run
 
     def __repr__(self) -> str:
         return (f"KubeFraudServices(context={self.platform.context!r}, api={self.api.url}, sidecar of pod "
@@ -460,6 +461,11 @@ def _seed(platform: Any, transactions: Any, timeout_s: float) -> int:
     try:
         deadline = time.monotonic() + timeout_s
         while (state := platform.job_state(job)) == "running":
+            stuck = platform.job_stuck(job)
+            if stuck:
+                raise HadrError(f"The seed Job {job!r} cannot start its pod ({stuck}). Load the course image "
+                                f"(`python -m hadrlab.kind up`) and apply infra/k8s/redis.yaml (its Secret "
+                                f"redis-auth), then start the services again.")
             if time.monotonic() > deadline:
                 pod = platform.job_pod(job)
                 phase = ((pod or {}).get("status") or {}).get("phase", "no pod yet")
@@ -527,6 +533,10 @@ def start_kube_fraud_services(
     platform.apply(docs, quiet=True)
     for name in DEPLOYMENTS:
         platform.wait_for_rollout(name, timeout_s=left())
+    if not any(d["kind"] == "ConfigMap" and d["metadata"]["name"] == POLICY_CONFIGMAP for d in docs):
+        # The policy module of an earlier start: no pod mounts it any more (the apply above
+        # dropped the volume, and the rollout replaced the pods that had it).
+        platform.delete(f"configmap/{POLICY_CONFIGMAP}")
     pod = _pick_sidecar_pod(platform)
     port = int(next(p["containerPort"] for p in _container(_deployment(docs, "fraud-api"), "sidecar")["ports"]))
     sidecar = KubeService(platform, "sidecar", None, platform.forward_pod(pod, port), pod=pod, port=port)

@@ -404,7 +404,7 @@ def _wait_job_gone(platform: Any, job: str, timeout_s: float) -> None:
 
     path = platform._path("batch/v1", "Job", job)
     wait_until(lambda: platform._get_or_none(path) is None, timeout_s=timeout_s, interval_s=0.5,
-               describe=f"the old Job {job!r} to be deleted")
+               describe=f"the old Job {job!r} (and, deleted in the foreground, its pods) to be gone")
 
 
 def _wait_job_succeeded(platform: Any, job: str, timeout_s: float) -> None:
@@ -416,6 +416,11 @@ def _wait_job_succeeded(platform: Any, job: str, timeout_s: float) -> None:
         if state == "failed":
             raise HadrError(f"The Job {job!r} failed; its log ends: {platform.job_logs(job)[-400:]!r}. "
                             f"`kubectl -n {platform.namespace} describe job {job}` says why.")
+        stuck = platform.job_stuck(job)
+        if stuck:
+            raise HadrError(f"The Job {job!r} cannot start its pod ({stuck}). Load the course image (`python -m "
+                            f"hadrlab.kind up`) and check the Secrets its pod reads (`kubectl -n "
+                            f"{platform.namespace} describe job {job}`).")
         if time.monotonic() > deadline:
             raise ServiceNotReady(f"The Job {job!r} did not succeed within {timeout_s:g} s (its pod: "
                                   f"{((platform.job_pod(job) or {}).get('status') or {}).get('phase', 'none yet')}). "
@@ -469,14 +474,16 @@ def start_kube_pipeline(hardening: Any = None, *, name: str = "pipeline", platfo
     try:
         if feature_store:
             pipe.start_feature_store(timeout_s=left())
-        # A Job's pod template cannot change in place: the previous pipeline's trainer goes first.
-        platform.delete_job(TRAINER_JOB)
+        # A Job's pod template cannot change in place: the previous pipeline's trainer goes first,
+        # pods included (foreground): a terminating old pod still holds the checkpoint volume
+        # and the job-name=trainer label that job_pod() selects the new pod by.
+        platform.delete_job(TRAINER_JOB, foreground=True)
         _wait_job_gone(platform, TRAINER_JOB, left())
         # A seed Job that failed (the registry never came up in its 6 tries) stays Failed and
         # an unchanged apply does not run it again: give it a fresh start.
         if platform._get_or_none(platform._path("batch/v1", "Job", SEED_JOB)) is not None \
                 and platform.job_state(SEED_JOB) == "failed":
-            platform.delete_job(SEED_JOB)
+            platform.delete_job(SEED_JOB, foreground=True)
             _wait_job_gone(platform, SEED_JOB, left())
         platform.apply(pipeline_manifests(hardening, name=name, sizes=sizes, run=run), quiet=True)
         platform.wait_for_statefulset(REGISTRY, timeout_s=left())
@@ -868,8 +875,9 @@ def batch_exactly_once(state: dict, redis: str = "none", timeout_s: float = 90.0
     pods = platform._call("get", platform._path("v1", "Pod"),
                           query=[("labelSelector", f"job-name={current['job']}")]).get("items") or []
     if phase == "running":
-        # Out of time: stop it, as the local probe stops its job, so the audit reads a quiet file.
-        platform.delete_job(current["job"])
+        # Out of time: stop it, as the local probe stops its job, so the audit reads a quiet file:
+        # a foreground deletion, so the Job is gone only once its pod has stopped writing.
+        platform.delete_job(current["job"], foreground=True)
         _wait_job_gone(platform, current["job"], 60)
     audit = _audit(state, platform, current["output"], timeout_s=120)
     return {"expected": audit["expected"], "scored": audit["scored"], "duplicates": audit["duplicates"],

@@ -158,3 +158,21 @@ def test_redis_and_sentinels_are_pinned_to_their_sites() -> None:
     assert sum(d["spec"]["replicas"] for d in sentinels) == 3
     assert all(d["spec"]["serviceName"] == "sentinel" for d in sentinels)
     assert docs[("PodDisruptionBudget", "sentinel")]["spec"]["minAvailable"] == 2
+
+
+def test_every_service_with_metrics_is_scraped_on_a_port_its_container_opens() -> None:
+    scraped = {}
+    for path in MANIFESTS:
+        for doc in _docs(path):
+            if doc.get("kind") not in ("Deployment", "StatefulSet"):
+                continue
+            template = doc["spec"]["template"]
+            notes = (template.get("metadata") or {}).get("annotations") or {}
+            if notes.get("prometheus.io/scrape") != "true":
+                continue
+            ports = {p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports") or []}
+            assert int(notes["prometheus.io/port"]) in ports, (path.name, doc["metadata"]["name"], ports)
+            assert notes["prometheus.io/path"] == "/metrics"
+            scraped[doc["metadata"]["name"]] = int(notes["prometheus.io/port"])
+    # Every course service that serves /metrics: the model API, the scoring API, the registry, the online API.
+    assert {"model-api", "fraud-api", "registry", "online-api"} <= set(scraped), scraped

@@ -275,7 +275,13 @@ def test_network_delay_applies_a_networkchaos_on_the_region(fake: FakeKube) -> N
         assert chaos["spec"]["delay"]["latency"] == "100ms"
         assert chaos["spec"]["selector"]["nodeSelectors"] == {"topology.kubernetes.io/region": "region-a"}
         plat.partition_region("region-a")
-        assert plat.clear_faults() == 2
+        cut = lambda name: fake.objects[f"/apis/chaos-mesh.org/v1alpha1/namespaces/{NS}/networkchaos/{name}"][  # noqa: E731
+            "spec"]["target"]["selector"]["nodeSelectors"]
+        # Cut off from the other region AND from the witness's node: a partition the witness
+        # could see through would leave two Sentinels of three calling region A healthy.
+        assert cut("partition-region-a") == {"topology.kubernetes.io/region": "region-b"}
+        assert cut("partition-region-a-witness") == {"node-role.kubernetes.io/control-plane": ""}
+        assert plat.clear_faults() == 3
     finally:
         plat.close()
 
