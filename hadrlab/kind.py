@@ -68,7 +68,7 @@ INSTALL = {
         "windows": "winget install Kubernetes.kind   (or inside WSL: the Linux command)",
     },
     "helm": {
-        "what": "the Kubernetes package manager; installs Chaos Mesh for the network faults of Labs 02 and 03",
+        "what": "the Kubernetes package manager; installs Chaos Mesh, which the network faults of Lab 02 need",
         "linux": "curl -fsSL https://raw.githubusercontent.com/helm/helm/main/scripts/get-helm-3 | bash",
         "macos": "brew install helm",
         "windows": "winget install Helm.Helm   (or inside WSL: the Linux command)",
@@ -159,8 +159,8 @@ def install_chaos_mesh(*, context: str = CONTEXT, timeout_s: float = 600) -> boo
         True if Chaos Mesh is installed (now or before).
     """
     if missing_tools(("helm",)):
-        print("\n".join(["note: helm is not installed, so Chaos Mesh was not: the network faults of Labs 02 and "
-                         "03 (a slow region, a partition) will say so when a cell asks for one.", *_install_help("helm"),
+        print("\n".join(["note: helm is not installed, so Chaos Mesh was not: Lab 02 on this cluster needs it (the "
+                         "cross-region latency, the spikes, the partition) and will say so; Labs 01 and 03 do not.", *_install_help("helm"),
                          "Then run `python -m hadrlab.kind up --no-build` again (or add --no-chaos-mesh to skip "
                          "this step)."]))
         return False

@@ -318,7 +318,8 @@ This is the one cell that differs between the backends. With `HADRLAB_BACKEND=ku
 `infra/k8s/redis.yaml` on the cluster of `make kind-up` (Redis in two regions, one Sentinel per
 site, the cross-region latency a Chaos Mesh delay), and the services are `infra/k8s/fraud.yaml`:
 your policy travels to the sidecars in a ConfigMap, the first features are written by a Job, and
-the writer's timeline is its pod's log. Every cell after this one is the same on both backends.
+the writer's timeline is its pod's log. This cell and the RPO trial of Experiment 6 are the only
+cells that differ between the backends.
 """)
 code("""
 # Backend-specific (HADRLAB_BACKEND): local processes (the default), or the kind cluster.
@@ -432,7 +433,8 @@ md("""
 
 Region A's proxy drops everything (a *blackhole*: no refusal, just silence) and its Sentinel is
 frozen. Clients time out on A; Sentinel B and the witness agree A is down and promote B. At
-`HEAL_AT_S` (after the failover) the partition heals.
+`HEAL_AT_S` (after the failover) the partition heals. (On a cluster: two Chaos Mesh NetworkChaos
+objects cut region A's pods off from region B and from the witness's node.)
 """)
 code("""
 cut = run_drill("partition", fs=fs, api=api, sidecar=sidecar, receiver=receiver, writer=writer, duration_s=PARTITION_S,
@@ -512,7 +514,8 @@ md("""
 `SIGKILL` of region A's Redis, with every connection through its proxy reset, as when a machine
 dies. Connections to A are now *refused*, which the API notices at once, long before Sentinel
 does. The write RTO is measured by the feature writer: the first write acknowledged by the new
-primary after the kill.
+primary after the kill. (On a cluster: `DEBUG SEGFAULT` inside the pod, a real crash; the
+kubelet restarts the container, empty, after the manifest's `RESTART_DELAY_S`.)
 """)
 code("""
 crash = run_drill("kill", fs=fs, api=api, sidecar=sidecar, receiver=receiver, writer=writer, duration_s=KILL_S,
@@ -588,7 +591,8 @@ the real primary resyncs from an empty server: every key gone. (Measured while t
 built, not in this run: one trial in five of the RPO scenario below ended that way, with a
 down-after of 900 ms.) So the restart below first waits until
 every Sentinel names one primary, connected, with no flag but `master`
-(`fs.wait_until_settled()`); on a cluster the manifest's restart delay does the same. In
+(`fs.wait_until_settled()`, on the local backend); on a cluster the manifest's restart delay does
+the same. In
 production: a down-after comfortably above a second, and persistence, so that a restarted server
 is never empty.
 """)
@@ -597,7 +601,9 @@ md("""
 
 Restart A's Redis as a crashed machine would come back: **empty**, with its original config, so a
 *master*. Until a Sentinel notices and sends `REPLICAOF`, a client that still writes to A's
-address (a stale DNS entry, a hard-coded config) has its writes accepted, and lost.
+address (a stale DNS entry, a hard-coded config) has its writes accepted, and lost. (On a
+cluster the kubelet has already restarted it; this cell watches it, and reads the times from
+the server's log and Sentinel's events.)
 """)
 code("""
 returned = fs.restart_old_primary()
@@ -631,8 +637,10 @@ md("""
 The drills are over: stop their store and services first, so that the trials have the machine to
 themselves. Then a fresh store per trial, `RPO_LATENCY_MS` each way on A's link (so the replica really lags), a
 writer in region A writing sequence-numbered keys at `RPO_WRITES_PER_S`; then region A dies.
-(On a cluster the replica is frozen for the same purpose instead, and the writer is a Job in
-region A.) Every acknowledged sequence number missing on the promoted replica is a lost write. With `WAIT 1`,
+(On a cluster the replica is also frozen, so that it really falls behind, and the writer is a
+Job in the primary's region, whichever it is by then: the async trial reuses the drills' store,
+whose settings it does not change.) Every acknowledged sequence number missing on the promoted
+replica is a lost write. With `WAIT 1`,
 a write is acknowledged only once the replica has it. The `WAIT` store also runs with
 `min-replicas-to-write 1`: watch what its old primary does when it comes back.
 """)
@@ -644,10 +652,11 @@ print("drill store and services stopped")
 """)
 code("""
 def rpo_trial(mode, **store_options):
-    # Backend-specific: on a cluster the replica lags because it is frozen (DEBUG SLEEP), not
-    # because of a delay: a delayed node's kernel still delivers what it queued (infra/kind/README.md).
+    # Backend-specific: on a cluster the replica lags because it is frozen (DEBUG SLEEP) on top of
+    # the delay: a delayed node's kernel still delivers what it queued (infra/kind/README.md).
     if hadrlab.backend_name() == "kube":
-        store = hadrlab.start_kube_feature_store(down_after_ms=down_after_ms, **store_options)
+        store = hadrlab.start_kube_feature_store(down_after_ms=down_after_ms, cross_region_latency_ms=RPO_LATENCY_MS,
+                                                 **store_options)
         trial = lambda: store.measure_rpo(mode=mode, writes_per_s=RPO_WRITES_PER_S, duration_s=2, lag_fault="pause")
     else:
         store = hadrlab.start_feature_store(down_after_ms=down_after_ms, **store_options)

@@ -129,7 +129,8 @@ md("""
 
 Every experiment is a template in `experiments/`. Here is the registry outage: its hypothesis is
 one probe, `probe_online_slo` (20 requests/s for 2 s), judged by a tolerance function: at least
-99% answered, p99 under 500 ms. The method freezes the registry; the rollback unfreezes it.
+99% answered, p99 under 500 ms. The method freezes the registry; the rollback unfreezes it (on a
+cluster: scales its StatefulSet to 0, then back to 1).
 """)
 code("""
 outage_template = hadrlab.load_experiment("registry-outage")

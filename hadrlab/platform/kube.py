@@ -1111,7 +1111,7 @@ class KubePlatform(Platform):
         if not self.has_chaos_mesh():
             raise HadrError(
                 f"{what} needs Chaos Mesh, whose CRDs are not installed in context {self.context!r}. "
-                f"Install it (see infra/kind/README.md, 'Add Chaos Mesh'), or run this experiment on "
+                f"Install it (`make kind-up` with helm on PATH; infra/kind/README.md, 'Chaos Mesh'), or run this experiment on "
                 f"the local backend, whose fault proxy injects the same fault."
             )
 

@@ -955,7 +955,7 @@ def start_kube_feature_store(platform: Any = None, *, down_after_ms: int = 1000,
         raise HadrError(
             f"start_kube_feature_store(cross_region_latency_ms={cross_region_latency_ms:g}) delays the regions' "
             f"network with Chaos Mesh, whose CRDs are not installed in context {platform.context!r}. Install it "
-            f"(infra/kind/README.md, 'Add Chaos Mesh'), or start the store with cross_region_latency_ms=0."
+            f"(`make kind-up` with helm on PATH; infra/kind/README.md, 'Chaos Mesh'), or start the store with cross_region_latency_ms=0."
         )
     start = time.monotonic()
     fs = KubeFeatureStore(platform, down_after_ms=down_after_ms, min_replicas_to_write=min_replicas_to_write,
