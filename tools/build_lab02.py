@@ -574,7 +574,7 @@ new_down = after_kill[(after_kill["kind"] == "+sdown") & after_kill["detail"].st
                       & (after_kill["t"] > switched)]
 if len(new_down):
     print(f"+sdown of the NEW primary {new_down['t'].min() - switched:.2f} s after +switch-master "
-          f"(down-after {down_after_ms} ms), from {new_down['source'].nunique()} Sentinel(s); then:")
+          f"(down-after {down_after_ms} ms); then (+odown: a quorum of Sentinels agreed):")
     print(after_kill[after_kill["t"] >= new_down["t"].min()].drop_duplicates("kind")[["kind", "source"]]
           .head(6).to_string(index=False))
 else:
