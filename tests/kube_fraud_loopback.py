@@ -22,7 +22,6 @@ the tests folder on ``sys.path`` and nothing from pytest.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import sys
@@ -30,10 +29,10 @@ import threading
 import time
 from pathlib import Path
 
-from kube_loopback import JOB_PATH, NS, POD_PATH, LoopbackKube, _names
+from kube_loopback import JOB_PATH, NS, POD_PATH, LoopbackKube, restart_like_the_kubelet
 
 from hadrlab.platform.kube import KubePlatform
-from hadrlab.processes import find_free_port, start_process, wait_for_http, wait_until
+from hadrlab.processes import find_free_port, start_process, wait_for_http
 
 __all__ = ["API_NODEPORT", "CM_PATH", "NODES", "NS", "RECEIVER_NODEPORT", "FraudLoopback", "LoopbackPlatform"]
 
@@ -176,10 +175,7 @@ class FraudLoopback(LoopbackKube):
         def come_back() -> None:
             self.fs.wait_for_failover(timeout_s=20)
             time.sleep(max(0.0, crashed + delay_s - time.monotonic()))
-            with contextlib.suppress(Exception):  # (a frozen Sentinel does not answer: skipped)
-                wait_until(lambda: all(_names(s, self.fs.master_name) != region.port for s in self.fs.sentinels),
-                           timeout_s=10, interval_s=0.1, describe="every Sentinel naming the new primary")
-            self.fs.restart_old_primary(timeout_s=20)
+            restart_like_the_kubelet(self.fs, region)
 
         restart = threading.Thread(target=come_back, daemon=True, name=f"restart-{pod}")
         restart.start()

@@ -80,13 +80,7 @@ class LoopbackKube(FakeKube):
 
             def come_back() -> None:
                 self.fs.wait_for_failover(timeout_s=20)
-                # RESTART_DELAY_S keeps the crashed server down until Sentinel has failed
-                # over: here, until EVERY Sentinel names the new primary (one that has not
-                # heard yet would take the empty server back as its primary).
-                with contextlib.suppress(Exception):  # (a frozen Sentinel does not answer: skipped)
-                    wait_until(lambda: all(_names(s, self.fs.master_name) != region.port for s in self.fs.sentinels),
-                               timeout_s=10, interval_s=0.1, describe="every Sentinel naming the new primary")
-                self.fs.restart_old_primary(timeout_s=20)
+                restart_like_the_kubelet(self.fs, region)
 
             restart = threading.Thread(target=come_back, daemon=True)
             restart.start()
@@ -182,6 +176,24 @@ class LoopbackKube(FakeKube):
             job["child"].stop(timeout_s=2)
         for restart in self.restarts:
             restart.join(timeout=30)
+
+
+def restart_like_the_kubelet(fs, region) -> None:
+    """Bring a crashed server back on its port, empty, as the kubelet restarts its container.
+
+    Only once the Sentinels have settled on the new primary: RESTART_DELAY_S keeps the
+    crashed server down that long on a cluster (one back sooner can be promoted, empty, by
+    a spurious second failover). No probing of the returned server: that is the lab's job
+    (the cluster store's ``restart_old_primary`` reads it from the pod).
+    """
+    # (a frozen Sentinel does not answer: then skipped)
+    with contextlib.suppress(Exception):
+        wait_until(lambda: all(_names(s, fs.master_name) != region.port for s in fs.sentinels),
+                   timeout_s=10, interval_s=0.1, describe="every Sentinel naming the new primary")
+    with contextlib.suppress(Exception):
+        fs.wait_until_settled(timeout_s=10)
+    region.redis = fs._restart_on_port(region.name, region.redis.port, port_wait_s=65)
+    fs._record("restart", f"redis-{region.name} back on {region.redis.address}, empty (kubelet)")
 
 
 def _names(sentinel, master_name: str):
