@@ -106,10 +106,6 @@ def _set_env(container: dict, name: str, value: Any, *, add: bool = False) -> No
     set_env(container, name, value, add=add, source=MANIFEST)
 
 
-def _env_value(container: Mapping, name: str) -> Any:
-    return next((e.get("value") for e in container.get("env") or [] if e["name"] == name), None)
-
-
 def _env_item(container: Mapping, name: str) -> dict:
     return dict(next(e for e in container.get("env") or [] if e["name"] == name))
 

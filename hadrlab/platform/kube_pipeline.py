@@ -137,10 +137,6 @@ def _set_env(container: dict, name: str, value: Any, *, add: bool = False) -> No
     set_env(container, name, value, add=add, source="infra/k8s/pipeline.yaml")
 
 
-def _drop_env(container: dict, name: str) -> None:
-    container["env"] = [e for e in container.get("env") or [] if e["name"] != name]
-
-
 def _flag(on: bool) -> str:
     return "1" if on else "0"
 
