@@ -375,17 +375,20 @@ def wait_until(
     start = time.monotonic()
     last_error = ""
     while True:
-        if child is not None and not child.alive():
-            raise ProcessExited(
-                f"'{child.name}' exited with code {child.returncode} while waiting for "
-                f"{describe}; last log line: {child.last_log_line()!r} "
-                f"(full log: {child.log_path})."
-            )
+        # Whether the child had exited is read BEFORE the predicate runs: a child that wrote
+        # what the predicate waits for and then exited (a probe that finished) still counts.
+        exited = child is not None and not child.alive()
         try:
             if predicate():
                 return time.monotonic() - start
         except Exception as exc:  # not ready yet (refused, timed out...): remember why
             last_error = f"{type(exc).__name__}: {exc}"
+        if exited:
+            raise ProcessExited(
+                f"'{child.name}' exited with code {child.returncode} while waiting for "
+                f"{describe}; last log line: {child.last_log_line()!r} "
+                f"(full log: {child.log_path})."
+            )
         if time.monotonic() - start > timeout_s:
             who = f"'{child.name}' " if child is not None else ""
             last = f"; last log line: {child.last_log_line()!r}" if child is not None else ""

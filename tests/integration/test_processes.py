@@ -22,6 +22,7 @@ from hadrlab.processes import (
     stop_registered,
     wait_for_http,
     wait_for_tcp,
+    wait_until,
 )
 
 HTTP_SERVER = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
@@ -171,3 +172,17 @@ def test_a_dead_parents_unregistered_children_and_grandchildren_are_stopped(tmp_
     parent.wait(timeout=10)
     assert _gone(child_pid), "an unregistered child outlived its parent"
     assert _gone(grandchild_pid), "a grandchild outlived the parent of its parent"
+
+
+def test_waiting_for_output_a_child_wrote_just_before_exiting_succeeds():
+    # A probe that prints its last line and exits: the wait must see the line, not the exit.
+    child = start_process("says-done", [sys.executable, "-c", "print('done', flush=True)"])
+    try:
+        child.popen.wait(timeout=10)
+        took = wait_until(lambda: "done" in child.log_path.read_text(), timeout_s=5,
+                          describe="the last line", child=child)
+        assert took < 5
+        with pytest.raises(ProcessExited, match="never"):
+            wait_until(lambda: False, timeout_s=5, describe="something it never wrote", child=child)
+    finally:
+        child.stop()
