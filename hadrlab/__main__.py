@@ -26,7 +26,9 @@ def _stop(argv: list[str]) -> int:
     if not stopped:
         print("Nothing to stop: no process started by the labs is running.")
     for entry in stopped:
-        print(f"stopped pid {entry['pid']}: {entry.get('name') or entry.get('cmd', '')[:80]}")
+        cmd = entry.get("cmd") or ""
+        cmd = " ".join(cmd) if isinstance(cmd, list) else cmd
+        print(f"stopped pid {entry['pid']}: {entry.get('name') or cmd[:80]}")
     return 0
 
 
@@ -44,7 +46,9 @@ def _leftovers(argv: list[str]) -> int:
         return 0
     print("These processes outlived the lab, test or command that started them:")
     for entry in left:
-        print(f"  pid {entry['pid']}: {entry['cmd'][:140]}")
+        name = f"{entry['name']}, " if entry.get("name") else ""
+        gone = f" (its owner, pid {entry['owner_gone']}, is gone)" if entry.get("owner_gone") else ""
+        print(f"  pid {entry['pid']}: {name}{entry['cmd'][:140]}{gone}")
     print("Run `make stop` to stop them.")
     return 1
 

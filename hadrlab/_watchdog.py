@@ -8,7 +8,10 @@ period, then SIGKILL.
 The children are found by the environment they carry (``HADRLAB_RUN_HOME`` = this home and
 ``HADRLAB_OWNER`` = the parent's pid), not only by the registry in RUN_DIR: that finds a
 child started a moment before the parent died (not yet registered) and what the children
-started themselves, and never signals a process that merely reuses a recorded pid.
+started themselves, and never signals a process that merely reuses a recorded pid. The
+registry adds what the environment cannot show: a server that rewrote its process title
+(Redis, Sentinel) reads as having no environment, and is found by its recorded pid and start
+time instead.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from hadrlab.processes import record_alive
 
 TAG, OWNER = "HADRLAB_RUN_HOME", "HADRLAB_OWNER"
 
@@ -40,9 +45,25 @@ def _children_of(owner: int, home: str) -> list[psutil.Process]:
     return found
 
 
+def _registered_children(owner: int, run_dir: Path) -> list[psutil.Process]:
+    """The live processes the registry records as started by ``owner``.
+
+    This finds a server whose environment reads as empty because it rewrote its process
+    title (Redis and Sentinel do), which the environment search above cannot see.
+    """
+    found = []
+    for path in run_dir.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            entry = json.loads(path.read_text())
+            if entry.get("owner") == owner and record_alive(entry):
+                found.append(psutil.Process(entry["pid"]))
+    return found
+
+
 def reap(owner: int, run_dir: Path, grace_s: float = 3.0) -> int:
     """Stop every process ``owner`` started (and what they started). Returns how many."""
-    procs = _children_of(owner, str(run_dir.parent))
+    procs = {p.pid: p for p in _children_of(owner, str(run_dir.parent)) + _registered_children(owner, run_dir)}
+    procs = list(procs.values())
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
@@ -54,7 +75,9 @@ def reap(owner: int, run_dir: Path, grace_s: float = 3.0) -> int:
     psutil.wait_procs(alive, timeout=2)
     for path in run_dir.glob("*.json"):
         with contextlib.suppress(OSError, ValueError):
-            if json.loads(path.read_text()).get("owner") == owner:
+            entry = json.loads(path.read_text())
+            # A record goes only with its process: one that still runs stays findable.
+            if entry.get("owner") == owner and not record_alive(entry):
                 path.unlink()
     return len(procs)
 

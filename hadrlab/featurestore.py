@@ -1023,6 +1023,8 @@ def _write_sentinel_config(path: Path, *, port: int, password: str, master_port:
         f"port {port}",
         f"bind {HOST}",
         "daemonize no",
+        # As for the Redis servers: keep the environment readable (see replication.py).
+        "set-proc-title no",
         'logfile ""',
         f"dir {data_dir}",
         # Sentinel's own password, and the one it uses to talk to the other Sentinels.

@@ -266,10 +266,23 @@ def _ensure_cleanup() -> None:
         _watchdog_owner = os.getpid()
 
 
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
 def _register(child: Child) -> None:
+    # The pid AND its start time identify the process: a recycled pid has another start
+    # time. The environment cannot: a server that rewrites its process title (Redis and
+    # Sentinel do, unless told `set-proc-title no`) overwrites the memory /proc reads it from.
     entry = {
         "name": child.name,
         "pid": child.pid,
+        "create_time": _create_time(child.pid),
         "owner": os.getpid(),
         "port": child.port,
         "cmd": child.cmd,
@@ -448,14 +461,17 @@ def wait_for_http(
 
 
 def list_registered() -> list[dict]:
-    """Return the registry entries of children that are still running."""
+    """Return the registry entries of children that are still running.
+
+    A record is dropped only when its process is gone (or its pid now belongs to another
+    process), never while the process it names is alive.
+    """
     entries = []
     for path in sorted(_run_dir().glob("*.json")):
-        try:
-            entry = json.loads(path.read_text())
-        except (OSError, ValueError):
+        entry = _read_record(path)
+        if entry is None:
             continue
-        if _pid_is_ours(entry.get("pid", -1)):
+        if record_alive(entry):
             entries.append(entry)
         else:
             with contextlib.suppress(FileNotFoundError):
@@ -463,17 +479,43 @@ def list_registered() -> list[dict]:
     return entries
 
 
-def _pid_is_ours(pid: int) -> bool:
-    """True if ``pid`` runs and carries our tag (so a recycled pid is never killed)."""
+def _read_record(path: Path) -> dict | None:
     try:
-        import psutil
+        entry = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return entry if isinstance(entry, dict) and isinstance(entry.get("pid"), int) else None
 
-        proc = psutil.Process(pid)
+
+def record_alive(entry: Mapping) -> bool:
+    """True if the process a registry record names still runs (and is that process).
+
+    Identity is the pid plus the start time recorded at registration: a pid the system
+    has given to another program never matches, and a process whose environment cannot be
+    read (it rewrote its process title) still does. A record without a start time falls
+    back to the environment tag.
+    """
+    import psutil
+
+    try:
+        proc = psutil.Process(int(entry["pid"]))
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
+        created = entry.get("create_time")
+        if created is not None:
+            return abs(proc.create_time() - float(created)) < 0.05
         return proc.environ().get(_ENV_TAG) == str(home_dir())
-    except Exception:
+    except (psutil.Error, KeyError, TypeError, ValueError):
         return False
+
+
+def _record_paths(all_homes: bool) -> list[Path]:
+    """This home's registry records; with ``all_homes``, those of the homes inside it too."""
+    paths = list(_run_dir().glob("*.json"))
+    if all_homes:
+        for run in home_dir().glob("*/**/run"):
+            paths.extend(run.glob("*.json"))
+    return paths
 
 
 def list_leftovers(all_homes: bool = False) -> list[dict]:
@@ -494,7 +536,7 @@ def list_leftovers(all_homes: bool = False) -> list[dict]:
     mine = {me, *(p.pid for p in psutil.Process(me).parents())}
     if _watchdog is not None and _watchdog_owner == me:
         mine.add(_watchdog.pid)  # our own watchdog is not a leftover while we live
-    found = []
+    found: dict[int, dict] = {}
     for proc in psutil.process_iter(["pid", "name", "cmdline"]):
         if proc.pid in mine:
             continue
@@ -502,8 +544,19 @@ def list_leftovers(all_homes: bool = False) -> list[dict]:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             if ours(proc.environ().get(_ENV_TAG)):
-                found.append({"pid": proc.pid, "cmd": " ".join(proc.info["cmdline"] or [])})
-    return found
+                found[proc.pid] = {"pid": proc.pid, "cmd": " ".join(proc.info["cmdline"] or [])}
+    # A registered child whose environment reads as empty (a server that retitled itself)
+    # is found by its record instead.
+    for path in _record_paths(all_homes):
+        entry = _read_record(path)
+        if entry is None or entry["pid"] in mine or entry["pid"] in found or not record_alive(entry):
+            continue
+        row = {"pid": entry["pid"], "cmd": " ".join(entry.get("cmd") or []), "name": entry.get("name")}
+        owner = entry.get("owner")
+        if isinstance(owner, int) and not psutil.pid_exists(owner):
+            row["owner_gone"] = owner
+        found[entry["pid"]] = row
+    return list(found.values())
 
 
 def _terminate_pids(pids: Iterable[int], timeout_s: float = 5.0) -> None:
@@ -531,9 +584,8 @@ def stop_registered(timeout_s: float = 5.0) -> list[dict]:
     """
     stopped = list_registered()
     _terminate_pids([e["pid"] for e in stopped], timeout_s)
-    leftovers = list_leftovers()
+    done = {e["pid"] for e in stopped}
+    leftovers = [e for e in list_leftovers() if e["pid"] not in done]
     _terminate_pids([e["pid"] for e in leftovers], timeout_s)
-    for path in _run_dir().glob("*.json"):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    list_registered()  # drops the records of what stopped, keeps any that still run
     return stopped + leftovers

@@ -250,6 +250,10 @@ def start_redis(
         # so that a primary later demoted by Sentinel can follow the new primary.
         "masterauth": replica_of.password if replica_of is not None else password,
         "daemonize": "no",
+        # Keep the process title, and with it the environment /proc shows: the title is
+        # written over the memory that holds the environment, and the course finds its
+        # children (after a kernel dies, on `make stop`) by the variables they carry.
+        "set-proc-title": "no",
         "logfile": "",  # stdout, which start_process sends to the log file
         "dir": str(data_dir),
         "save": "",  # no RDB snapshots: a restarted server comes back empty

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -186,3 +187,55 @@ def test_waiting_for_output_a_child_wrote_just_before_exiting_succeeds():
             wait_until(lambda: False, timeout_s=5, describe="something it never wrote", child=child)
     finally:
         child.stop()
+
+
+RETITLED = textwrap.dedent(
+    """
+    import sys, time
+    from hadrlab import processes
+    from hadrlab.replication import start_redis
+    # A server that rewrites its process title: /proc then shows no environment for it.
+    node = start_redis("retitled", extra_config={"set-proc-title": "yes"})
+    print(node.child.pid, processes._watchdog.pid, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def _retitled_redis(home):
+    parent = subprocess.Popen(
+        [sys.executable, "-c", RETITLED], stdout=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "HADRLAB_HOME": str(home)},
+    )
+    redis_pid, watchdog_pid = map(int, parent.stdout.readline().split())
+    assert psutil.Process(redis_pid).environ() == {}, "the server kept its environment readable"
+    return parent, redis_pid, watchdog_pid
+
+
+def test_a_server_whose_environment_cannot_be_read_is_stopped_when_its_parent_dies(hadrlab_home):
+    parent, redis_pid, _ = _retitled_redis(hadrlab_home / "retitled-watchdog")
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=10)
+    assert _gone(redis_pid), "a Redis server that rewrote its title outlived its parent"
+
+
+def test_make_stop_finds_a_retitled_server_whose_parent_and_watchdog_died(hadrlab_home):
+    home = hadrlab_home / "retitled-stop"
+    parent, redis_pid, watchdog_pid = _retitled_redis(home)
+    try:
+        os.kill(watchdog_pid, signal.SIGKILL)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        assert not _gone(redis_pid, timeout_s=1)
+
+        env = {**os.environ, "HADRLAB_HOME": str(home)}
+        left = subprocess.run([sys.executable, "-m", "hadrlab", "leftovers"], capture_output=True, text=True, env=env)
+        assert left.returncode == 1 and str(redis_pid) in left.stdout, left.stdout + left.stderr
+        assert "retitled" in left.stdout and "owner" in left.stdout, left.stdout
+        stop = subprocess.run([sys.executable, "-m", "hadrlab", "stop"], capture_output=True, text=True, env=env)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert _gone(redis_pid), "`hadrlab stop` did not stop the retitled Redis server"
+        assert not list((home / "run").glob("*.json")), "a record of a stopped process was kept"
+    finally:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(redis_pid).kill()

@@ -22,7 +22,7 @@ import nbformat
 import pytest
 
 from hadrlab.notebooks import inject_parameters, read_notebook, run_cells, write_notebook
-from hadrlab.processes import _pid_is_ours, list_registered
+from hadrlab.processes import list_registered, record_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"
@@ -132,7 +132,7 @@ def _cell(nb, start: str):
 
 
 def _kernel_children(kernel_pid: int) -> list[dict]:
-    return [e for e in list_registered() if e.get("owner") == kernel_pid and _pid_is_ours(e["pid"])]
+    return [e for e in list_registered() if e.get("owner") == kernel_pid and record_alive(e)]
 
 
 def test_the_whole_lab02_notebook_runs_on_the_cluster_code_path(tmp_path: Path) -> None:
