@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv, install the course, find or install a Redis server
-	@$(PY) -m hadrlab doctor --install-redis --quiet
+	@$(PY) -m hadrlab doctor --install-redis --install-monitoring --quiet
 
 lab: setup ## open JupyterLab on the labs (127.0.0.1; URL and token printed)
 	$(PY) -m hadrlab lab $(LAB_ARGS)

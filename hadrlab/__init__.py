@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "ServiceNotReady": "hadrlab.errors",
     "ManifestError": "hadrlab.errors",
     "QuizError": "hadrlab.errors",
+    "MonitoringError": "hadrlab.errors",
     "GradingError": "hadrlab.errors",
     # processes
     "Child": "hadrlab.processes",
@@ -147,6 +148,11 @@ _EXPORTS: dict[str, str] = {
     "start_alert_receiver": "hadrlab.sidecar",
     "write_policy_module": "hadrlab.sidecar",
     "fetch_alerts": "hadrlab.sidecar",
+    # monitoring: Prometheus and Alertmanager
+    "Monitoring": "hadrlab.monitoring",
+    "start_monitoring": "hadrlab.monitoring",
+    "monitoring_available": "hadrlab.monitoring",
+    "render_rules": "hadrlab.alert_rules",
     # DR drills on the feature store under load (Lab 02)
     "run_drill": "hadrlab.drills",
     "DrillResult": "hadrlab.drills",

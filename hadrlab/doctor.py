@@ -58,6 +58,7 @@ def diagnose() -> list[Finding]:
         ),
         _redis_finding(),
     ]
+    findings.extend(_monitoring_findings())
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     findings.append(
         Finding(
@@ -84,6 +85,44 @@ def diagnose() -> list[Finding]:
                 ok, detail = False, f"{path} (the client only: the Docker daemon does not answer)"
         findings.append(Finding(tool, ok, detail, "`make kind-up` only, optional"))
     return findings
+
+
+def _monitoring_findings() -> list[Finding]:
+    from hadrlab.monitoring import find_monitoring_binary
+
+    found = []
+    for kind in ("prometheus", "alertmanager", "promtool"):
+        try:
+            path = find_monitoring_binary(kind)
+            version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+            line = (version.stdout or version.stderr).splitlines()[:1]
+            found.append(Finding(kind, True, f"{path} ({line[0].split(' (')[0] if line else 'version unknown'})",
+                                 "monitoring cells, optional"))
+        except (SetupError, OSError, subprocess.SubprocessError) as exc:
+            found.append(Finding(kind, False, f"not found: {str(exc).split('. ', 1)[-1][:160]}",
+                                 "monitoring cells, optional"))
+    return found
+
+
+def install_monitoring() -> str:
+    """Install Prometheus and Alertmanager with apt when running as root on Debian/Ubuntu."""
+    from hadrlab.monitoring import monitoring_available
+
+    missing = monitoring_available()
+    if not missing:
+        return "Prometheus and Alertmanager found"
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("Prometheus or Alertmanager missing; installing them with apt-get (running as root) ...", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus",
+                        "prometheus-alertmanager"], env=env, check=False)
+        # Debian's packages start both as services on 9090/9093; the labs use their own ports.
+        for service in ("prometheus", "prometheus-alertmanager"):
+            subprocess.run(["systemctl", "disable", "--now", service], capture_output=True, check=False)
+        if not monitoring_available():
+            return "installed prometheus and prometheus-alertmanager with apt-get"
+    return f"The monitoring cells will be skipped. {missing}"
 
 
 def install_redis() -> str:
@@ -125,6 +164,8 @@ def install_redis() -> str:
 def main_doctor(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hadrlab doctor", description=__doc__)
     parser.add_argument("--install-redis", action="store_true", help="install Redis if missing")
+    parser.add_argument("--install-monitoring", action="store_true",
+                        help="install Prometheus and Alertmanager with apt if missing (root on Debian/Ubuntu)")
     parser.add_argument("--quiet", action="store_true",
                         help="print only what was installed and what the labs need but lack")
     args = parser.parse_args(argv)
@@ -136,6 +177,10 @@ def main_doctor(argv: list[str]) -> int:
         except SetupError as exc:
             print(exc, file=sys.stderr)
             return 1
+    if args.install_monitoring:
+        done = install_monitoring()
+        if not (args.quiet and done.endswith("found")):
+            print(done)
     findings = diagnose()
     required = [f for f in findings if not f.ok and f.what in {"python", "redis-server"}]
     for finding in findings:

@@ -7,7 +7,8 @@
      │    ├── ProcessExited        it exited while we waited for it
      │    └── ServiceNotReady      it did not answer its readiness check in time
      ├── ManifestError             a Kubernetes manifest is invalid or uses an unsupported field
-     ├── QuizError                 a quiz bank is malformed, or an answer has the wrong type
+     ├── MonitoringError           Prometheus refused a rule or a query, or a target never answered
+ ├── QuizError                 a quiz bank is malformed, or an answer has the wrong type
      └── GradingError              a notebook could not be graded
 
 Every message is a full sentence: what happened, the likely cause, what to do next.
@@ -23,6 +24,7 @@ __all__ = [
     "ProcessExited",
     "ServiceNotReady",
     "ManifestError",
+    "MonitoringError",
     "QuizError",
     "GradingError",
 ]
@@ -54,6 +56,10 @@ class ServiceNotReady(ProcessError):
 
 class ManifestError(HadrError):
     """A Kubernetes manifest is invalid, or uses a field the backend cannot honour."""
+
+
+class MonitoringError(HadrError):
+    """Prometheus or Alertmanager refused a rule file or a query, or a scrape target never answered."""
 
 
 class QuizError(HadrError):

@@ -282,6 +282,8 @@ class RunSummary:
     p95_ms: float
     p99_ms: float
     fault_t: float | None = None
+    # The same run counted by Prometheus from the load balancer's counters (None: not scraped).
+    prometheus_availability: float | None = None
 
     def __repr__(self) -> str:
         if self.recovery_s is not None:
@@ -354,7 +356,8 @@ def compare(summaries: list[RunSummary]) -> pd.DataFrame:
     Returns:
         A DataFrame indexed by ``configuration`` with ``requests``, ``failures``,
         ``availability_pct``, ``error_window_s``, ``recovery_s`` (NaN when there was no
-        fault or no recovery), ``p50_ms``, ``p95_ms``, ``p99_ms``.
+        fault or no recovery), ``p50_ms``, ``p95_ms``, ``p99_ms``; and
+        ``prometheus_availability_pct`` when any run was also counted by Prometheus.
     """
     import pandas as pd
 
@@ -373,8 +376,12 @@ def compare(summaries: list[RunSummary]) -> pd.DataFrame:
                 "p50_ms": round(row["p50_ms"], 1),
                 "p95_ms": round(row["p95_ms"], 1),
                 "p99_ms": round(row["p99_ms"], 1),
+                "prometheus_availability_pct": float("nan") if row.get("prometheus_availability") is None
+                else round(100.0 * row["prometheus_availability"], 3),
             }
         )
     columns = ["configuration", "requests", "failures", "availability_pct", "error_window_s",
                "recovery_s", "p50_ms", "p95_ms", "p99_ms"]
+    if any(s.prometheus_availability is not None for s in summaries):
+        columns.insert(4, "prometheus_availability_pct")
     return pd.DataFrame(rows, columns=columns).set_index("configuration")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -249,6 +250,9 @@ class ScenarioResult:
         steady_availability: the share of requests served before the fault (the steady
             state the fault starts from; it should be 1.0).
         rollout_s: for a rollout, seconds until it finished (None if it did not in time).
+        prometheus: with ``monitoring``, the same run counted by Prometheus from the
+            Service's load balancer: ``requests``, ``failures``, ``availability``, ``start``,
+            ``end`` (the instants compared); else None.
     """
 
     label: str
@@ -260,6 +264,7 @@ class ScenarioResult:
     summary: RunSummary = field(repr=False)
     steady_availability: float = float("nan")
     rollout_s: float | None = None
+    prometheus: dict | None = None
 
     def time_until(self, kind: str, replica: str | None = None, after_kind: str | None = None) -> float | None:
         """Seconds from the fault to the first platform event of ``kind`` after it.
@@ -433,6 +438,7 @@ def run_scenario(
     stop_when_recovered: bool = False,
     settle_s: float = 1.0,
     platform: Platform | None = None,
+    monitoring: Any = None,
 ) -> ScenarioResult:
     """Run one configuration under load, inject one fault, and measure what clients saw.
 
@@ -462,6 +468,9 @@ def run_scenario(
         settle_s: see ``stop_when_recovered``.
         platform: an existing platform to use (left running); by default a fresh local
             one, closed at the end.
+        monitoring: a running :class:`~hadrlab.monitoring.Monitoring`: it scrapes the
+            Service's load balancer during the run, and the result's ``prometheus`` holds
+            the run as Prometheus counted it.
 
     Returns:
         A :class:`ScenarioResult`.
@@ -488,6 +497,9 @@ def run_scenario(
         platform.apply(docs, quiet=True)
         platform.wait_for_rollout(deployment, timeout_s=ready_timeout_s)
         url = platform.service_url(service)
+        if monitoring is not None:
+            monitoring.watch(service, platform.metrics_urls(service))
+            monitoring.wait_for_targets()
         _wait_for_steady_state(platform, url, deployment, ready_timeout_s)
         run = start_load(url, users=users, duration_s=duration_s, body=body,
                          wait_ms=wait_ms, timeout_s=timeout_s, name=_slug(label))
@@ -504,6 +516,12 @@ def run_scenario(
             with contextlib.suppress(HadrError):  # not recovering is a result, not an error
                 platform.wait_for_rollout(deployment, timeout_s=recover_timeout_s)
         events = platform.events()
+        counted = None
+        if monitoring is not None:
+            # The instants compared: the last scrape before the load, the first after its last answer.
+            start, end = result.started_at, result.ended_at + 2 * monitoring.scrape_interval_s
+            time.sleep(max(0.0, end + 0.2 - time.time()))
+            counted = {**monitoring.availability(service, start, end), "start": start, "end": end}
     finally:
         if own:
             platform.close()
@@ -519,7 +537,9 @@ def run_scenario(
         fault_t=fault_t,
         load=result,
         events=events,
-        summary=summarize(result, fault_t, label),
+        summary=dataclasses.replace(summarize(result, fault_t, label),
+                                    prometheus_availability=counted["availability"] if counted else None),
         steady_availability=_served_before(result.timeline, fault_t),
         rollout_s=rollout_s,
+        prometheus=counted,
     )

@@ -867,6 +867,8 @@ def _run_receiver() -> int:
                 continue
             labels, notes = item.get("labels") or {}, item.get("annotations") or {}
             rows.append({"t": t, "status": item.get("status", body.get("status", "") if isinstance(body, dict) else ""),
+                         # Alertmanager's webhook names the route that delivered it: "page", "ticket".
+                         "receiver": body.get("receiver", "") if isinstance(body, dict) else "",
                          "alertname": labels.get("alertname", ""), "region": labels.get("region", ""),
                          "summary": notes.get("summary", ""), "startsAt": item.get("startsAt", ""),
                          "endsAt": item.get("endsAt", ""), "labels": labels})
@@ -986,7 +988,7 @@ def fetch_alerts(receiver: Child | str, *, as_frame: bool = False) -> Any:
     if as_frame:
         import pandas as pd
 
-        columns = ["t", "status", "alertname", "region", "summary", "startsAt", "endsAt"]
+        columns = ["t", "status", "alertname", "region", "receiver", "summary", "startsAt", "endsAt"]
         return pd.DataFrame(rows, columns=columns + ["labels"])[columns]
     return rows
 

@@ -199,12 +199,18 @@ md("""
 > Experiment 6 uses `ENDPOINT_LAG_S`, which is what graceful shutdown exists for.
 
 The options every experiment shares, so that only the manifest differs from one row of the
-comparison to the next:
+comparison to the next. One of them is a real Prometheus and Alertmanager (Experiment 4b
+reads them): every `run_scenario` below has Prometheus scrape its Service's load balancer, so
+each run is counted twice, by the clients and by the servers' own counters.
 """)
 code("""
+monitoring_off = hadrlab.monitoring_available()
+receiver = None if monitoring_off else hadrlab.start_alert_receiver()
+mon = None if monitoring_off else hadrlab.start_monitoring(receiver_url=receiver.url + "/alerts")
+print(mon if mon else f"SKIP monitoring: {monitoring_off}")
 LOAD = dict(users=USERS, duration_s=LOAD_S, fault_at_s=FAULT_AT_S, wait_ms=THINK_MS, body=BODY,
-            restart_backoff_s=1.0, endpoint_lag_s=0.0)
-{k: v for k, v in LOAD.items() if k != "body"}
+            restart_backoff_s=1.0, endpoint_lag_s=0.0, monitoring=mon)
+{k: v for k, v in LOAD.items() if k not in ("body", "monitoring")}
 """)
 
 # ----------------------------------------------------------------------------- Exercise 1
@@ -486,6 +492,86 @@ display(board.check_true("availability through a kill, hardened",
                          hint="readiness keeps the restarted replica out; the retry hides the crash"))
 """)
 
+# ----------------------------------------------------------------------------- Monitoring
+md("""
+## Experiment 4b · The same kills, seen by Prometheus
+
+Locust counts what clients saw. In production nobody runs locust against the live service: the
+availability SLI comes from the servers' own counters, scraped by **Prometheus**. The
+Prometheus started in Setup scraped each experiment's load balancer every **second** (a lab
+setting: production scrapes every 15-60 s), the way an in-cluster Prometheus scrapes an Ingress
+controller's `/metrics`; `mon.url` opens its UI (user and password in `mon`).
+
+The SLI is a recording rule: the share of answers that are not `5xx`, over each window of the
+SRE workbook's multiwindow, multi-burn-rate alerts for a 99.9% SLO over 30 days. **Page** when
+the 1 h and the 5 min windows both burn the budget more than 14.4 times too fast (or 6 h and
+30 min, 6 times); **ticket** for 1 d and 2 h at 3 times, 3 d and 6 h at once. A lab cannot wait
+an hour, so every window is divided by one time scale, printed below; the burn rates and the
+SLO are the production ones (`infra/prometheus/rules/slo.yml` holds the same rules at scale 1).
+
+The two counts cannot agree exactly: Prometheus reads the counters once a second, so requests in
+flight at either edge of the run can fall on the other side; and a request a client gave up on
+(its 2 s timeout) may still be answered `200` by the server. For a kill they should agree within
+0.2 percentage points plus two requests in flight per user.
+""")
+code("""
+if mon:
+    print(*mon.rules_path.read_text().splitlines()[1:3], sep="\\n")
+    kills = [no_probes, probes, hardened_kill]
+    display(pd.DataFrame([{
+        "configuration": r.label,
+        "requests (locust)": r.summary.requests, "requests (Prometheus)": int(r.prometheus["requests"]),
+        "failed (locust)": r.summary.failures, "5xx (Prometheus)": int(r.prometheus["failures"]),
+        "availability % (locust)": round(100 * r.summary.availability, 3),
+        "availability % (Prometheus)": round(100 * r.prometheus["availability"], 3),
+    } for r in kills]).set_index("configuration"))
+""")
+code("""
+if mon:
+    first, last = kills[0].prometheus["start"], kills[-1].prometheus["end"]
+    ax = mon.plot({"5 min window": 'service:error_ratio:rate5m{service="model-api"}',
+                   "1 h window": 'service:error_ratio:rate1h{service="model-api"}'},
+                  first - 2, last, percent=True, ylabel="error ratio",
+                  marks={f"kill: {r.label.split(': ', 1)[1]}": r.fault_t for r in kills},
+                  title="Experiments 2-4: the SLI's error ratio from PromQL (windows in lab time)")
+    ax.axhline(100 * 14.4 * 0.001, color="red", linewidth=1, linestyle="--")
+    ax.annotate("page: both windows above 14.4 x budget", (0.01, 100 * 14.4 * 0.001),
+                xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="red")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(0, 150)
+    ax.figure.tight_layout()
+""")
+md("""
+How to read it: a page needs **both** windows of a pair above the dashed line. The short window
+follows the errors within seconds; the long one remembers them for as long as it spans (48 s
+here, an hour in production), so it makes the alert significant and the short one makes it
+resolve soon after the errors stop. Errors before the first kill, if the plot shows any, are
+the set-up's own requests: the bare configuration has no readiness probe, so its balancer sends
+them to replicas still loading their model, which answer `503`. The notifications below are
+what Alertmanager delivered, each by the route its severity chose.
+""")
+code("""
+if mon:
+    rows = [{"at_s": round(a["t"] - first, 1), "status": a["status"], "alert": a["alertname"],
+             "service": (a.get("labels") or {}).get("service", ""), "route": a["receiver"]}
+            for a in hadrlab.fetch_alerts(receiver)]
+    print(f"{len(rows)} notifications reached the alert receiver; "
+          f"{sum(r['route'] == 'page' and r['status'] == 'firing' for r in rows)} of them pages")
+    display(pd.DataFrame(rows) if rows else "no alert fired")
+""")
+code("""
+if mon:
+    gaps = {r.label: abs(r.prometheus["availability"] - r.summary.availability) for r in kills}
+    allowed = {r.label: 0.002 + 2 * USERS / max(r.summary.requests, 1) for r in kills}
+    display(board.check_true("Prometheus agrees with locust on every kill",
+                             lambda: {k: round(100 * g, 3) for k, g in gaps.items()},
+                             lambda _: all(gaps[k] <= allowed[k] for k in gaps),
+                             "within 0.2 points + 2 requests per user of each run", unit="points",
+                             hint="both count the same answers; a larger gap means a scrape was missed"))
+else:
+    display(board.skip("Prometheus agrees with locust on every kill", monitoring_off))
+""")
+
 # ----------------------------------------------------------------------------- Experiment 5
 md("""
 ## Experiment 5 · A hung replica
@@ -660,6 +746,9 @@ started.
 """)
 code("""
 platform.close()
+if mon:
+    mon.stop()
+    receiver.stop()
 print("children still running:", hadrlab.stop_children())
 """)
 

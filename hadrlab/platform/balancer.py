@@ -112,6 +112,10 @@ class Balancer:
         self.upstream_errors_total: dict[str, int] = defaultdict(int)
         self.retries_total = 0
         self.no_endpoint_total = 0
+        # Answers sent to clients, by status code: the availability SLI a scraper computes.
+        # The codes the balancer answers itself start at 0, so that a rate over them counts
+        # the first error too (a series born at its first error would hide it).
+        self.responses_total: dict[int, int] = {200: 0, 502: 0, 503: 0, 504: 0}
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ endpoints
@@ -181,6 +185,7 @@ class Balancer:
             if ep is None:
                 if not tried:
                     self.no_endpoint_total += 1
+                    self._answered(503)
                     writer.write(
                         _response(
                             503,
@@ -191,6 +196,7 @@ class Balancer:
                         )
                     )
                 else:
+                    self._answered(502)
                     writer.write(
                         _response(
                             502,
@@ -213,6 +219,7 @@ class Balancer:
                 tried = set(self.endpoints)  # no retry: answer 502 now
             except asyncio.TimeoutError:
                 self.upstream_errors_total[ep.name] += 1
+                self._answered(504)
                 writer.write(
                     _response(
                         504,
@@ -224,6 +231,9 @@ class Balancer:
                 )
                 await writer.drain()
                 return True
+
+    def _answered(self, status: int) -> None:
+        self.responses_total[status] = self.responses_total.get(status, 0) + 1
 
     async def _connect(self, ep: Endpoint, pooled_ok: bool):
         pool = self._pools[ep]
@@ -304,12 +314,15 @@ class Balancer:
                 reusable = False
                 await writer.drain()
                 up.close()
+                self._answered(status)
                 return False  # body ended by close: the client connection must close too
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             self.upstream_errors_total[ep.name] += 1
+            self._answered(502)  # the client got a cut-off answer
             up.close()
             return False
+        self._answered(status)
         if reusable and ep in self.endpoints:
             self._pools[ep].append((reader, up))
         else:
@@ -327,6 +340,7 @@ class Balancer:
             "upstream_errors_total": dict(self.upstream_errors_total),
             "retries_total": self.retries_total,
             "no_endpoint_total": self.no_endpoint_total,
+            "responses_total": {str(code): n for code, n in sorted(self.responses_total.items())},
         }
 
     def metrics_text(self) -> str:
@@ -334,6 +348,9 @@ class Balancer:
         text.family("hadrlab_balancer_requests_total", "counter", "Requests answered by each endpoint.")
         for name, n in sorted(self.requests_total.items()):
             text.sample("hadrlab_balancer_requests_total", n, service=self.name, endpoint=name)
+        text.family("hadrlab_balancer_responses_total", "counter", "Answers sent to clients, by status code.")
+        for code, n in sorted(self.responses_total.items()):
+            text.sample("hadrlab_balancer_responses_total", n, service=self.name, code=code)
         text.family("hadrlab_balancer_upstream_errors_total", "counter",
                     "Failed upstream exchanges per endpoint.")
         for name, n in sorted(self.upstream_errors_total.items()):

@@ -175,6 +175,14 @@ class Platform(abc.ABC):
     def service_url(self, service: str) -> str:
         """The URL that reaches ``service`` from this machine, e.g. ``http://127.0.0.1:PORT``."""
 
+    def metrics_urls(self, service: str) -> list[str]:
+        """Base URLs whose ``/metrics`` a Prometheus on this machine scrapes to see ``service``
+        as its clients do (the Service's load balancer). A backend that cannot offer them
+        raises :class:`~hadrlab.errors.MonitoringError` saying where its metrics are."""
+        from hadrlab.errors import MonitoringError
+
+        raise MonitoringError(f"The {type(self).__name__} backend offers no scrape target for {service!r}.")
+
     @abc.abstractmethod
     def events(self) -> pd.DataFrame:
         """The timeline: columns t (epoch s), kind, replica, detail, object."""

@@ -170,6 +170,14 @@ def _parse_time(value: str | None) -> float | None:
 # --------------------------------------------------------------------------- transport
 
 
+KUBE_METRICS_NOTE = (
+    "On a cluster no load balancer of the course's stands in front of a Service: kube-proxy forwards "
+    "connections in the kernel and counts nothing. The answers are counted by the Ingress controller "
+    "(ingress-nginx's /metrics) and by the pods' own /metrics (scrape annotations in infra/k8s/), which "
+    "an in-cluster Prometheus scrapes (infra/grafana/README.md). The monitoring cells run on the "
+    "local backend."
+)
+
 class KubeApi:
     """The small part of the Kubernetes API this backend uses, on the official client.
 
@@ -1008,6 +1016,11 @@ class KubePlatform(Platform):
         return time.monotonic() - start
 
     # ------------------------------------------------------------------ services
+
+    def metrics_urls(self, service: str) -> list[str]:
+        from hadrlab.errors import MonitoringError
+
+        raise MonitoringError(f"{service!r}: {KUBE_METRICS_NOTE}")
 
     def service_url(self, service: str) -> str:
         """``http://127.0.0.1:PORT`` reaching ``service``: a kind host port, else a port-forward.

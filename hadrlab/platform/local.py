@@ -467,6 +467,14 @@ class LocalPlatform(Platform):
         """The load balancer's counters: requests and upstream errors per endpoint, retries."""
         return self._admin(service, "GET", "/stats")
 
+    def metrics_urls(self, service: str) -> list[str]:
+        """The Service's load balancer: its admin port answers ``/metrics`` (every answer it
+        sent, by status code), as an ingress controller's metrics endpoint would."""
+        svc = self._services.get(service)
+        if svc is None:
+            raise ManifestError(f"No Service {service!r} has been applied; apply the manifests first.")
+        return [f"http://{HOST}:{svc.admin_port}"]
+
     def service_url(self, service: str) -> str:
         """``http://127.0.0.1:PORT`` of the Service's load balancer."""
         return f"http://{HOST}:{self._service(service).child.port}"

@@ -43,7 +43,7 @@ LABS = {
     "00": Lab("00_foundations", {"WRITES": 200000, "LAG_SAMPLES": 50},
               "async_result = hadrlab.measure_write_latency", 1.0, ("redis-server",)),
     "01": Lab("01_stateless_replicas", {"LOAD_S": 20, "USERS": 2},
-              "run = hadrlab.start_load(", 4.0, ("locust", "hadrlab.serving", "balancer")),
+              "run = hadrlab.start_load(", 4.0, ("locust", "hadrlab.serving", "balancer", "prometheus", "alertmanager")),
     "02": Lab("02_feature_store_dr", {},
               "steady = run_drill(", 3.0, ("redis-server", "--sentinel")),
     "03": Lab("03_chaos_pipeline", {"EXPERIMENTS": ["registry-outage"]},

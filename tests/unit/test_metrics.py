@@ -223,6 +223,18 @@ def test_compare_puts_one_configuration_per_row():
     assert math.isnan(table.loc["broken", "recovery_s"])
 
 
+def test_compare_shows_the_prometheus_count_only_when_a_run_has_one():
+    import dataclasses
+
+    a = summarize(make_timeline(fail=fails_3_to_4), fault_t=T0 + 3.0, label="scraped")
+    b = summarize(make_timeline(), fault_t=T0 + 3.0, label="not scraped")
+    assert "prometheus_availability_pct" not in compare([a, b]).columns
+    table = compare([dataclasses.replace(a, prometheus_availability=0.8912), b])
+    assert list(table.columns[2:4]) == ["availability_pct", "prometheus_availability_pct"]
+    assert table.loc["scraped", "prometheus_availability_pct"] == pytest.approx(89.12)
+    assert math.isnan(table.loc["not scraped", "prometheus_availability_pct"])
+
+
 def test_metrics_reject_something_that_is_not_a_timeline():
     with pytest.raises(ValueError, match="request timeline"):
         availability(pd.DataFrame({"t": [1.0]}))
