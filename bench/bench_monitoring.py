@@ -51,21 +51,30 @@ def bench_monitoring() -> list[Figure]:
                               f"{DELTA_RUNS} kills of 1 of 2 replicas without probes, {USERS} users, "
                               f"{RUN_S} s each; failed/answers: " + "; ".join(notes)))
 
+        cpu = _cpu_s(mon.prometheus.pid) - cpu_before
+        minutes = (time.monotonic() - wall_before) / 60
+        figures.append(Figure("prometheus_cpu_s_per_min", cpu / minutes, "CPU s/min", None, "<=",
+                              f"{cpu:.1f} CPU s over {minutes * 60:.0f} s, scraping every "
+                              f"{mon.scrape_interval_s:g} s, {sum(len(r['rules']) for r in _groups(mon))} rules"))
+
+    # A fresh Prometheus for the page, so that no alert of the runs above is still active.
+    with start_monitoring() as mon:
         # The only replica killed: every request fails until the kubelet restarts it.
         fired: dict[str, float] = {}
         run = run_scenario(manifests(replicas=1, probes=False, retry=False), "kill", label="burn",
                            users=USERS, duration_s=RUN_S, fault_at_s=KILL_AT_S,
                            restart_backoff_s=RESTART_BACKOFF_S, endpoint_lag_s=0.0, monitoring=mon)
-        # Prometheus keeps each alert's activeAt: when its expression first held.
-        for alert in mon.alerts():
-            if alert["labels"].get("alertname") == "ErrorBudgetBurnFast":
-                fired["t"] = _epoch(alert["activeAt"])
+        # ALERTS holds one sample per rule evaluation while the alert fires (no `for:` on the page).
+        firing = mon.query_range('ALERTS{alertname="ErrorBudgetBurnFast",alertstate="firing",service="model-api"}',
+                                 run.fault_t - 2, time.time(), step_s=0.1).dropna(how="all")
+        if len(firing):
+            fired["t"] = float(firing.index.min())
         timeline = run.load.timeline
         failed = timeline[~timeline["ok"].astype(bool)]
-        first_error = float(failed["t"].min()) if len(failed) else None
+        first_error = float(failed["t_end"].min()) if len(failed) else None  # when the balancer answered it
         _, long_s, short_s, burn = BURN_WINDOWS[0]
         lab_long = long_s / 75
-        error_ratio = len(failed) / max(1, len(timeline[timeline["t"] >= run.fault_t]))
+        error_ratio = len(failed) / max(1, len(timeline[timeline["t_start"] >= run.fault_t]))
         implied = burn * 0.001 * lab_long / max(error_ratio, 1e-9) + 2 * mon.scrape_interval_s
         if first_error is not None and "t" in fired:
             delay = fired["t"] - first_error
@@ -77,11 +86,6 @@ def bench_monitoring() -> list[Figure]:
         else:
             figures.append(Figure("burn_alert_fire_delay_ratio", float("nan"), "", 1.5, "<=",
                                   f"no page fired ({len(failed)} failed requests)"))
-        cpu = _cpu_s(mon.prometheus.pid) - cpu_before
-        minutes = (time.monotonic() - wall_before) / 60
-        figures.append(Figure("prometheus_cpu_s_per_min", cpu / minutes, "CPU s/min", None, "<=",
-                              f"{cpu:.1f} CPU s over {minutes * 60:.0f} s, scraping every "
-                              f"{mon.scrape_interval_s:g} s, {sum(len(r['rules']) for r in _groups(mon))} rules"))
     return figures
 
 
@@ -90,11 +94,3 @@ def _groups(mon) -> list[dict]:
 
     return yaml.safe_load(mon.rules_path.read_text())["groups"]
 
-
-def _epoch(stamp: str) -> float:
-    """RFC 3339 with up to nanoseconds, as Prometheus writes it, to epoch seconds."""
-    from datetime import datetime, timezone
-
-    whole, _, rest = stamp.rstrip("Z").partition(".")
-    fraction = float("0." + rest) if rest else 0.0
-    return datetime.fromisoformat(whole).replace(tzinfo=timezone.utc).timestamp() + fraction
