@@ -41,7 +41,7 @@ lab: setup ## open JupyterLab on the labs (127.0.0.1; URL and token printed)
 
 test: setup ## run every test: unit, integration, notebooks; then check nothing was left running
 	@mkdir -p $(STATE)
-	@status=0; $(TEST_ENV) $(PY) -m pytest tests solutions $(NBVAL) $(PYTEST_ARGS) || status=$$?; \
+	@status=0; $(TEST_ENV) $(PY) -m pytest tests solutions $(NBVAL) --durations=15 $(PYTEST_ARGS) || status=$$?; \
 	$(PY) -m hadrlab leftovers --all || status=1; exit $$status
 
 labs: setup ## regenerate labs/ from solutions/ (learner notebooks)

@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "ProcessError": "hadrlab.errors",
     "ProcessExited": "hadrlab.errors",
     "ServiceNotReady": "hadrlab.errors",
+    "DrillNotReady": "hadrlab.errors",
     "ManifestError": "hadrlab.errors",
     "QuizError": "hadrlab.errors",
     "MonitoringError": "hadrlab.errors",

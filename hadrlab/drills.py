@@ -41,6 +41,8 @@ from hadrlab.featurestore import sample_lag
 
 __all__ = [
     "cards_behind",
+    "read_switch_times",
+    "wait_for_steady_state",
     "DrillResult",
     "run_drill",
     "mark_stale_reads",
@@ -84,6 +86,8 @@ class DrillResult:
     load: Any = field(default=None)  # the locust LoadResult
     policy_errors: int = 0  # sidecar rounds in which the read policy raised or answered no region
     policy_error: str = ""  # the last such error, e.g. "NotImplementedError: ..."
+    start_state: str = ""  # the steady state the drill verified before its load started
+    notes: list = field(default_factory=list)  # what the drill saw that it was not meant to
 
     # -- reads ----------------------------------------------------------------------
 
@@ -93,12 +97,43 @@ class DrillResult:
 
         None without a fault, or when reads never moved (they did not need to, or never did).
         """
-        if self.fault_t is None or not len(self.reads):
+        if self.fault_t is None or not len(self.reads) or self._reads_moved_before_fault():
             return None
         r = self.reads
         moved = r[(r["t_start"] >= self.fault_t) & r["ok"] & (r["replica"] != self.old_primary)
                   & r["within_budget"]]
         return None if moved.empty else float(moved["t_end"].min() - self.fault_t)
+
+    def _reads_moved_before_fault(self) -> str:
+        """The region that served every read answered before the fault, if not the primary; else ""."""
+        r = self.reads
+        before = r[(r["t_end"] < self.fault_t) & r["ok"]] if len(r) and self.fault_t is not None else r.iloc[0:0]
+        if len(before) and (before["replica"] != self.old_primary).all():
+            return str(before["replica"].iloc[-1])
+        return ""
+
+    @property
+    def read_rto_problem(self) -> str:
+        """Why :attr:`read_rto_s` is None, with what to change; ``""`` when it is a number."""
+        if self.read_rto_s is not None:
+            return ""
+        if self.fault_t is None:
+            return f"drill {self.name!r} injected no fault, so there is no read RTO to measure"
+        r = self.reads
+        if elsewhere := self._reads_moved_before_fault():
+            return (f"reads were already served by region {elsewhere} before the fault, "
+                    f"so moving them away from region {self.old_primary} could not be observed")
+        after = r[r["t_start"] >= self.fault_t] if len(r) else r
+        if not len(after):
+            return "the read probe recorded no answer after the fault: the drill ended too soon after it"
+        if (after["ok"] & (after["replica"] != self.old_primary)).any():
+            return ("reads moved to the other region but none met the latency budget: the other region "
+                    "is slow too, or the budget is too tight")
+        lasted = (self.restore_t or self.ended_at) - self.fault_t
+        what = "the fault lasted" if self.restore_t is not None else "the drill watched after the fault"
+        return (f"reads never left region {self.old_primary}: {what} {lasted:.1f} s, which is less than the "
+                f"read policy needs to move them (consecutive bad checks x the check round), or the policy "
+                f"did not count the checks as bad; lengthen the fault (DRILL_S) or shorten the policy's streak")
 
     @property
     def reads_on_secondary(self) -> int:
@@ -191,18 +226,21 @@ class DrillResult:
                 steps["writer: ... and acknowledged (write RTO)"] = round(float(first["t_ack"] - self.fault_t), 2)
         return pd.Series(steps, dtype=object, name=self.name)
 
-    def policy_hint(self, hint: str) -> str:
-        """``hint``, or, when the sidecar's read policy failed during the drill, why that comes first.
+    def policy_hint(self, hint: str, *, read_rto: bool = False) -> str:
+        """``hint``, preceded by what went wrong in the drill itself, most basic first.
 
         A policy that raises leaves reads where they are: a drill where reads should stay
-        put would then pass without the policy having decided anything.
+        put would then pass without the policy having decided anything; that comes first.
+        Then the drill's :attr:`notes` (an unexpected failover, say), and with ``read_rto``
+        why no read RTO could be measured.
         """
-        if not self.policy_errors:
-            return hint
-        return (f"the sidecar's read policy failed in {self.policy_errors} check rounds of this drill "
-                f"({self.policy_error}), so reads stayed where they were without any decision: finish "
-                f"ReadFailoverPolicy.decide (Exercise 2), re-run its cells and the cell that starts the "
-                f"sidecar, then this drill")
+        if self.policy_errors:
+            return (f"the sidecar's read policy failed in {self.policy_errors} check rounds of this drill "
+                    f"({self.policy_error}), so reads stayed where they were without any decision: finish "
+                    f"ReadFailoverPolicy.decide (Exercise 2), re-run its cells and the cell that starts the "
+                    f"sidecar, then this drill")
+        first = list(self.notes) + ([self.read_rto_problem] if read_rto and self.read_rto_problem else [])
+        return "; ".join(first + [hint])
 
     def alerts_after_fault(self):
         """The alerts, with the seconds from the fault (or the drill start) to their arrival."""
@@ -239,13 +277,17 @@ class DrillResult:
     def __repr__(self) -> str:
         row = self.as_row()
         text = ", ".join(f"{k}={v}" for k, v in row.items() if k != "drill" and v is not None)
-        return f"DrillResult({self.name!r}: {text})"
+        extra = "".join(f"\n  note: {n}" for n in self.notes)
+        start = f"\n  started from {self.start_state}" if self.start_state else ""
+        return f"DrillResult({self.name!r}: {text}){start}{extra}"
 
     def _repr_html_(self) -> str:
         row = self.as_row()
         head = "".join(f"<th>{html.escape(k)}</th>" for k in row)
         cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values())
-        return f"<table><tr>{head}</tr><tr>{cells}</tr></table>"
+        lines = ([f"<p>Started from {html.escape(self.start_state)}.</p>"] if self.start_state else [])
+        lines += [f"<p><b>Note:</b> {html.escape(n)}</p>" for n in self.notes]
+        return f"<table><tr>{head}</tr><tr>{cells}</tr></table>" + "".join(lines)
 
 
 # --------------------------------------------------------------------------- stale reads
@@ -461,6 +503,9 @@ def run_drill(
     probe_interval_ms: float = 20,
     sample_lag_ms: float | None = None,
     writer: str = "feature-writer",
+    expect_primary: str | None = None,
+    failover_expected: bool | None = None,
+    steady_timeout_s: float = 20.0,
 ) -> DrillResult:
     """Run load against the scoring API, inject ``fault`` at ``fault_at_s``, record everything.
 
@@ -480,6 +525,20 @@ def run_drill(
         probe_interval_ms: the read probe's period.
         sample_lag_ms: sample the replication lag this often (None: do not).
         writer: the feature writer's name (for its log).
+        expect_primary: the region that must be the primary when the drill starts ("a");
+            None: whichever the Sentinels name.
+        failover_expected: whether the fault is meant to make Sentinel promote the other
+            region (a kill, a partition: True; a latency spike: False); a drill that saw
+            otherwise says so in its :attr:`DrillResult.notes`. None: no expectation.
+        steady_timeout_s: how long to wait for the steady state before the load starts.
+
+    Before the load starts, the drill waits for a steady state: the expected primary, the
+    other region a linked replica within :data:`STEADY_LAG_BYTES` of it, and the sidecar
+    serving reads from the primary. What it verified is :attr:`DrillResult.start_state`.
+
+    Raises:
+        DrillNotReady: no steady state within ``steady_timeout_s``; the message says what
+            was off and what to do.
 
     Returns:
         A :class:`DrillResult`.
@@ -492,6 +551,8 @@ def run_drill(
 
     txns = _records(transactions if transactions is not None else generate_transactions(200, seed=7, n_cards=20))
     body = {k: txns[0][k] for k in ("card_id", "amount", "merchant_category")}
+    start_state = wait_for_steady_state(fs, sidecar, name=name, expect_primary=expect_primary,
+                                        timeout_s=steady_timeout_s)
     old = fs.current_primary()
     errors_before = _policy_errors(sidecar)[0] if sidecar is not None else 0
     run = start_load(api.url, users=users, wait_ms=wait_ms, duration_s=duration_s, path="/score",
@@ -563,6 +624,17 @@ def run_drill(
         time.sleep(0.3)
         frame = fetch_alerts(receiver, as_frame=True)
         alerts = frame[(frame["t"] >= started) & (frame["t"] <= time.time())][list(alerts.columns)]
+    notes = []
+    if failover_expected is False and new != old:
+        notes.append(f"Sentinel failed over during this drill (primary {old} -> {new}) although its fault "
+                     f"was not meant to cause one. A latency spike does that when its round trip exceeds half "
+                     f"of down-after-milliseconds: Sentinel closes a link whose PING has waited that long and "
+                     f"reconnects through the same slow network, so the PING stays unanswered past "
+                     f"down-after. Raise down_after_ms above 2 x the spike's round trip, or lower the spike")
+    if failover_expected and new == old and fault_t is not None:
+        notes.append(f"no failover was seen: region {old} was still the primary {ended - fault_t:.1f} s after the "
+                     f"fault; the drill ended before Sentinel promoted the replica (down-after + the election): "
+                     f"lengthen the drill or lower down_after_ms")
     return DrillResult(
         name=name, started_at=started, ended_at=ended, fault_t=fault_t, restore_t=restore_t,
         old_primary=old, new_primary=new, reads=reads, writes=writes, events=events,
@@ -570,7 +642,87 @@ def run_drill(
         lag=pd.DataFrame(lag.rows, columns=["t", "lag_bytes", "lag_ms"]) if lag is not None else None,
         load=load, policy_errors=max(0, errors_after - errors_before),
         policy_error=last_error if errors_after > errors_before else "",
+        start_state=start_state, notes=notes,
     )
+
+
+# Replication is "caught up" within this many bytes: a few writes in flight, not a backlog.
+STEADY_LAG_BYTES = 64 * 1024
+
+
+def wait_for_steady_state(fs: Any, sidecar: Any = None, *, name: str = "drill", expect_primary: str | None = None,
+                          timeout_s: float = 20.0) -> str:
+    """Wait until the store is in a steady state; return what was verified, as a sentence.
+
+    Steady: the Sentinels name ``expect_primary`` (or any region) as the primary, the other
+    region is a replica whose link is up and that is within :data:`STEADY_LAG_BYTES` of the
+    primary, and the sidecar (when given) serves reads from the primary.
+
+    Raises:
+        DrillNotReady: not steady within ``timeout_s``; says what was off and what to do.
+    """
+    from hadrlab.errors import DrillNotReady
+
+    if expect_primary is not None:
+        expect_primary = _region_name(expect_primary)
+    began = time.monotonic()
+    seen = {"problem": "", "text": ""}
+
+    def steady() -> bool:
+        try:
+            primary = fs.current_primary()
+        except Exception as exc:
+            seen["problem"] = f"no Sentinel named a primary ({exc})"
+            return False
+        other = "b" if primary == "a" else "a"
+        if expect_primary is not None and primary != expect_primary:
+            seen["problem"] = (f"the Sentinels name region {primary} the primary, not region {expect_primary}: an "
+                               f"earlier step failed over and nothing failed back (fail_back(fs, "
+                               f"{expect_primary!r}) does)")
+            return False
+        if not fs.is_linked_replica(other):
+            seen["problem"] = f"region {other} is not (yet) a replica with its link to region {primary} up"
+            return False
+        lag = fs.replication_lag_bytes()
+        if lag > STEADY_LAG_BYTES:
+            seen["problem"] = f"region {other} is {lag:,} bytes behind the primary"
+            return False
+        reads = primary
+        if sidecar is not None:
+            reads = _get_json(f"{sidecar.url.rstrip('/')}/state").get("read_region")
+            if reads != primary:
+                seen["problem"] = (f"the sidecar serves reads from region {reads}, not from the primary "
+                                   f"{primary} (its policy has not brought them back yet)")
+                return False
+        seen["text"] = (f"a steady state: region {primary} primary, region {other} a linked replica {lag:,} bytes "
+                        f"behind" + (f", reads on region {reads}" if sidecar is not None else ""))
+        return True
+
+    while not steady():
+        if time.monotonic() - began > timeout_s:
+            raise DrillNotReady(
+                f"Drill {name!r} cannot start from a steady state: after {timeout_s:g} s, {seen['problem']}. "
+                f"Wait and run the drill's cell again, or restart the lab from its Start cell.")
+        time.sleep(0.2)
+    waited = time.monotonic() - began
+    return seen["text"] + (f" (after waiting {waited:.1f} s)" if waited >= 0.5 else "")
+
+
+def read_switch_times(check_interval_ms: float, latency_ms: float, consecutive: int, recover_consecutive: int,
+                      *, poll_ms: float = 100) -> tuple[float, float]:
+    """Seconds a read policy needs to move reads after a fault begins, and to bring them back after it ends.
+
+    A check of a slow or silent region lasts until its answer or the sidecar's check timeout
+    (``2 x latency_ms``), so during a fault a round of checks takes
+    ``max(check_interval_ms, 2 x latency_ms)``. Moving needs ``consecutive`` bad rounds plus
+    the round already under way when the fault begins; coming back needs
+    ``recover_consecutive`` good rounds at ``check_interval_ms`` plus the slow round under way
+    when the fault ends. The scoring API polls the sidecar every ``poll_ms`` on top of both.
+    """
+    round_ms = max(check_interval_ms, 2 * latency_ms)
+    move_s = ((consecutive + 1) * round_ms + poll_ms) / 1000
+    back_s = (recover_consecutive * check_interval_ms + poll_ms + round_ms) / 1000
+    return move_s, back_s
 
 
 # --------------------------------------------------------------------------- fail back

@@ -23,6 +23,7 @@ __all__ = [
     "ProcessError",
     "ProcessExited",
     "ServiceNotReady",
+    "DrillNotReady",
     "ManifestError",
     "MonitoringError",
     "QuizError",
@@ -52,6 +53,10 @@ class ProcessExited(ProcessError):
 
 class ServiceNotReady(ProcessError):
     """A child process did not pass its readiness check within the timeout."""
+
+
+class DrillNotReady(ServiceNotReady):
+    """A DR drill could not start from a steady state (primary where expected, replica in sync, reads on it)."""
 
 
 class ManifestError(HadrError):

@@ -95,39 +95,56 @@ The run-time knobs of this lab. The whole notebook runs in about two minutes wit
 (110 s measured on a 2-core machine, most of it the drills and the fail back). A grader may change them: the code and the checks below always read them.
 """)
 code("""
-CROSS_REGION_MS = 5        # one-way latency between the regions, ms
-WRITE_RATE_TPS = 30        # feature updates per second (the feature writer)
-N_CARDS = 20               # cards the writer updates (each about every N_CARDS / WRITE_RATE_TPS s)
-USERS = 2                  # locust users scoring transactions (a read probe scores too)
-STEADY_S = 6               # seconds of steady state
-DRILL_S = 8                # seconds of load per latency-spike drill (a failover drill runs as long as it needs)
-FAULT_AT_S = 2             # seconds into a drill at which the fault is injected
-CHECK_INTERVAL_MS = 100    # the sidecar checks both regions this often, ms
-LATENCY_MS = 20            # a latency spike BELOW the read-failover threshold, each way, ms
-SPIKE_MS = 150             # a latency spike ABOVE it, each way, ms
-WRITE_RTO_TARGET_S = 3.0   # the write RTO the business asks for, s
-RPO_LATENCY_MS = 50        # cross-region latency during the RPO trials, each way, ms
-RPO_WRITES_PER_S = 1000    # write rate during the RPO trials
-WRITE_BUDGET_MS = 250      # the latency budget of one feature write, ms
-READ_RTO_SLACK_S = 1.0     # slack on top of the read RTO your policy settings imply, s
+CROSS_REGION_MS = 5        # one-way latency between the regions, ms; 1-50, below LATENCY_MS
+WRITE_RATE_TPS = 30        # feature updates per second (the feature writer); 5-200
+N_CARDS = 20               # cards the writer updates (each about every N_CARDS / WRITE_RATE_TPS s); 5-200
+USERS = 2                  # locust users scoring transactions (a read probe scores too); 1-10
+STEADY_S = 6               # seconds of steady state; >= 2
+DRILL_S = 8                # seconds of load per latency-spike drill; long enough for reads to move AND come back
+FAULT_AT_S = 2             # seconds into a drill at which the fault is injected; >= 1
+CHECK_INTERVAL_MS = 100    # the sidecar checks both regions this often, ms; 20-1000 (slower: longer drills)
+LATENCY_MS = 20            # a latency spike BELOW the read threshold (4 x LATENCY_MS), each way, ms
+SPIKE_MS = 150             # a latency spike ABOVE it, each way, ms; >= 3 x LATENCY_MS
+WRITE_RTO_TARGET_S = 3.0   # the write RTO the business asks for, s; > 1.5 s + 4 x SPIKE_MS (see Exercise 1)
+RPO_LATENCY_MS = 50        # cross-region latency during the RPO trials, each way, ms; 5-200
+RPO_WRITES_PER_S = 1000    # write rate during the RPO trials; 100-5000
+WRITE_BUDGET_MS = 250      # the latency budget of one feature write, ms; above 2 x RPO_LATENCY_MS for 'wait'
+READ_RTO_SLACK_S = 1.0     # slack on top of the read RTO your policy settings imply, s; 0.5-5
 """, tags=["parameters"])
 md("""
-Values that do not fit together are refused here, before anything starts (a grader's `--param`
-values are appended to the cell above, so they are checked here too).
+Each comment above gives the value's range and what it changes. Values that do not fit together
+are refused here, before anything starts, with the value to change (a grader's `--param` values
+are appended to the cell above, so they are checked here too). The timing relations: a spike must
+last long enough for reads to move **and** come back under the lab's read policy, and the write-RTO
+target must leave room for a `down-after` that rides out the `SPIKE_MS` spike (Exercise 1).
 """)
 code("""
+import math
+
 FAILOVER_OVERHEAD_S = 1.5  # measured on this topology: write RTO of a crash ≈ down-after + this
+from hadrlab.drills import read_switch_times
+
+# The read policy the lab suggests (Exercise 2): threshold 4 x LATENCY_MS, 3 bad checks to move, 5 good to return.
+move_s, back_s = read_switch_times(CHECK_INTERVAL_MS, 4 * LATENCY_MS, 3, 5)
+min_drill_s = math.ceil(FAULT_AT_S + 2 * (max(move_s, back_s) + 0.5))
 problems = [text for bad, text in (
     (FAULT_AT_S < 1, f"FAULT_AT_S = {FAULT_AT_S}: give each drill at least 1 s of load before its fault"),
     (STEADY_S < 2, f"STEADY_S = {STEADY_S}: the steady state needs at least 2 s to show the replication lag"),
-    (DRILL_S < FAULT_AT_S + 3, f"DRILL_S = {DRILL_S} is too short for FAULT_AT_S = {FAULT_AT_S}: a latency spike "
-     f"lasts half of the time after the fault, and reads need about 1.5 s to move and 1.5 s to come back, "
-     f"so DRILL_S >= FAULT_AT_S + 3 = {FAULT_AT_S + 3}"),
+    (not 20 <= CHECK_INTERVAL_MS <= 1000, f"CHECK_INTERVAL_MS = {CHECK_INTERVAL_MS}: use 20-1000 ms (faster "
+     f"checks load the servers; slower ones make every drill longer)"),
     (not CROSS_REGION_MS < LATENCY_MS < SPIKE_MS, f"the latencies must grow: CROSS_REGION_MS ({CROSS_REGION_MS}) "
      f"< LATENCY_MS ({LATENCY_MS}) < SPIKE_MS ({SPIKE_MS})"),
-    (WRITE_RTO_TARGET_S <= FAILOVER_OVERHEAD_S + 2 * SPIKE_MS / 1000,
-     f"WRITE_RTO_TARGET_S = {WRITE_RTO_TARGET_S} s leaves no down-after above the spike's round trip "
-     f"({2 * SPIKE_MS} ms): a failover takes down-after + {FAILOVER_OVERHEAD_S} s"),
+    (SPIKE_MS < 3 * LATENCY_MS, f"SPIKE_MS = {SPIKE_MS} is too close to LATENCY_MS = {LATENCY_MS}: the read "
+     f"threshold sits at 4 x LATENCY_MS = {4 * LATENCY_MS} ms, and the spike's round trip (2 x SPIKE_MS) must "
+     f"clear it by half: SPIKE_MS >= {3 * LATENCY_MS}"),
+    (DRILL_S < min_drill_s, f"DRILL_S = {DRILL_S} is too short: a spike lasts half of the time after the fault, "
+     f"and with checks every {CHECK_INTERVAL_MS} ms reads need about {move_s:.1f} s to move and {back_s:.1f} s "
+     f"to come back (+ 0.5 s each), so DRILL_S >= {min_drill_s} (or lower CHECK_INTERVAL_MS)"),
+    (WRITE_RTO_TARGET_S <= FAILOVER_OVERHEAD_S + 4 * SPIKE_MS / 1000,
+     f"WRITE_RTO_TARGET_S = {WRITE_RTO_TARGET_S} s leaves no down-after that rides out the SPIKE_MS spike: "
+     f"down-after must exceed twice its round trip ({4 * SPIKE_MS} ms, Exercise 1) and a failover takes "
+     f"down-after + {FAILOVER_OVERHEAD_S} s; raise WRITE_RTO_TARGET_S above "
+     f"{FAILOVER_OVERHEAD_S + 4 * SPIKE_MS / 1000:g} or lower SPIKE_MS"),
 ) if bad]
 if problems:
     raise ValueError("These parameters do not fit together: " + "; ".join(problems)
@@ -151,16 +168,18 @@ import time
 
 import pandas as pd
 import hadrlab
-from hadrlab.drills import cards_behind, fail_back, plot_dr_summary, plot_lag, plot_reads, run_drill, summary_table, write_policy_class
+from hadrlab.drills import (cards_behind, fail_back, plot_dr_summary, plot_lag, plot_reads, read_switch_times, run_drill,
+                            summary_table, write_policy_class)
 from hadrlab.sidecar import Check
 
 board = hadrlab.Scoreboard("02")
 
 
-def hint_for(drill, hint):
-    # The hint of a drill check: why the sidecar's policy failed, if it did; else `hint`.
+def hint_for(drill, hint, read_rto=False):
+    # The hint of a drill check: what went wrong in the drill (policy errors, an unexpected failover,
+    # why no read RTO could be measured), then `hint`.
     try:
-        return drill().policy_hint(hint)
+        return drill().policy_hint(hint, read_rto=read_rto)
     except NameError:  # the drill has not run: the check says so itself
         return hint
 
@@ -176,26 +195,33 @@ md("""
 The business asks for a **write RTO of at most `WRITE_RTO_TARGET_S`**. On this topology Sentinel
 takes about **down-after + `FAILOVER_OVERHEAD_S`** (1.5 s) from a crash to the promoted replica
 acknowledging writes.
-But too short a `down-after` turns a slow network into a failover: a Sentinel PING that takes
-longer than `down-after` to be answered counts as silence, and during the `SPIKE_MS` spike of
-Experiment 3 a round trip takes `2 × SPIKE_MS`.
+But too short a `down-after` turns a slow network into a failover. Sentinel sends each server a
+PING about once a second and counts the server down once a PING has waited `down-after` for its
+answer. And it does not wait quietly: a link whose PING has waited **half** of `down-after` is
+closed and opened again (Sentinel suspects the connection, not the server; see
+`sentinelCheckSubjectivelyDown` in Redis's `sentinel.c`), and the new connection's PING crosses the
+same slow network. During the `SPIKE_MS` spike of Experiment 3 a round trip takes `2 × SPIKE_MS`,
+so a `down-after` below **twice that round trip** (`4 × SPIKE_MS`) fails over on a spike that
+would have passed by itself.
 
-Set `down_after_ms` (an int): above the spike's round trip, with the RTO target met, and some
-margin for a busy machine.
+Set `down_after_ms` (an int): more than `4 × SPIKE_MS`, with the RTO target met. Where in that
+window? Each edge is a risk, one of a false failover, the other of a missed target.
 """)
 code("""
 # BEGIN SOLUTION set down_after_ms
-down_after_ms = int(1000 * (WRITE_RTO_TARGET_S - FAILOVER_OVERHEAD_S) * 0.6)   # 40% margin under the target
+low_ms = 4 * SPIKE_MS                                          # twice the spike's round trip
+high_ms = 1000 * (WRITE_RTO_TARGET_S - FAILOVER_OVERHEAD_S)    # the RTO target, minus the failover itself
+down_after_ms = int((low_ms + high_ms) / 2)                    # the middle: margin on both sides
 # END SOLUTION
 print(f"down-after {down_after_ms} ms -> expected write RTO about {down_after_ms / 1000 + FAILOVER_OVERHEAD_S:.2f} s "
       f"(target {WRITE_RTO_TARGET_S} s)")
 """)
 code("""
 display(board.check_true("down-after meets the write RTO target", lambda: down_after_ms,
-                         lambda ms: 2 * SPIKE_MS < ms and ms / 1000 + FAILOVER_OVERHEAD_S <= WRITE_RTO_TARGET_S,
-                         f"> {2 * SPIKE_MS} ms and + {FAILOVER_OVERHEAD_S} s <= {WRITE_RTO_TARGET_S} s", unit="ms",
-                         hint=f"RTO ≈ down_after + {FAILOVER_OVERHEAD_S} s must fit the target; "
-                              "the spike's round trip is 2 × SPIKE_MS"))
+                         lambda ms: 4 * SPIKE_MS < ms and ms / 1000 + FAILOVER_OVERHEAD_S <= WRITE_RTO_TARGET_S,
+                         f"> {4 * SPIKE_MS} ms and + {FAILOVER_OVERHEAD_S} s <= {WRITE_RTO_TARGET_S} s", unit="ms",
+                         hint=f"RTO ≈ down_after + {FAILOVER_OVERHEAD_S} s must fit the target; the spike's round "
+                              "trip is 2 × SPIKE_MS, and Sentinel reconnects after half of down-after"))
 """)
 
 # ----------------------------------------------------------------------------- Exercise 2
@@ -265,23 +291,26 @@ display(board.check_equal("policy: threshold, consecutive, hysteresis",
 md("""
 The settings the sidecar will run your policy with. The threshold must sit above the latency of a
 healthy check during the `LATENCY_MS` spike (a round trip, so about `2 × LATENCY_MS`) and below that
-of the `SPIKE_MS` spike. Change them if you like: the checks follow.
+of the `SPIKE_MS` spike: here `4 × LATENCY_MS`, twice the harmless round trip, which the Parameters
+cell keeps below `2 × SPIKE_MS`. Change them if you like: the checks follow.
 
 How fast can reads move? Not in `CHECK_INTERVAL_MS × consecutive`: a check of a slow or silent
 region lasts until its answer or the sidecar's **check timeout** (`2 × latency_ms`), so during a
 spike or a partition a round of checks takes `max(CHECK_INTERVAL_MS, 2 × latency_ms)`, not
 `CHECK_INTERVAL_MS`. Add the round already under way when the fault hits and the scoring API's
 poll of the sidecar (every 100 ms): reads move after about
-`(consecutive + 1) × max(CHECK_INTERVAL_MS, 2 × latency_ms) + 100 ms`. The read-RTO check allows
+`(consecutive + 1) × max(CHECK_INTERVAL_MS, 2 × latency_ms) + 100 ms`, and come back after about
+`recover_consecutive × CHECK_INTERVAL_MS` plus the slow round under way when the fault ends and the
+poll (`read_switch_times` computes both). The read-RTO check allows
 `READ_RTO_SLACK_S` on top, because on a busy 2-core machine (locust, the API, five Redis and
 Sentinel processes, the sidecar) rounds and polls start late.
 """)
 code("""
-policy_args = dict(latency_ms=80, consecutive=3, recover_consecutive=5)
+policy_args = dict(latency_ms=4 * LATENCY_MS, consecutive=3, recover_consecutive=5)  # threshold: 2 x the harmless round trip
 policy_spec = write_policy_class(ReadFailoverPolicy)   # saved as a module the sidecar imports
-check_round_ms = max(CHECK_INTERVAL_MS, 2 * policy_args["latency_ms"])  # a bad check waits for the timeout
-expected_read_rto_s = ((policy_args["consecutive"] + 1) * check_round_ms + 100) / 1000
-print(policy_spec, policy_args, f"-> reads move about {expected_read_rto_s:.2f} s after a fault")
+expected_read_rto_s, back_s = read_switch_times(CHECK_INTERVAL_MS, **policy_args)
+print(policy_spec, policy_args, f"-> reads move about {expected_read_rto_s:.2f} s after a fault, "
+      f"and come back about {back_s:.2f} s after it ends")
 """)
 md("""
 The drills' schedule, from the parameters and your settings: a latency spike lasts half of the
@@ -289,10 +318,7 @@ time after the fault (reads must move, then come back); a partition heals only a
 failover it causes; a failover drill lasts until writes have moved, whatever `DRILL_S` says.
 """)
 code("""
-import math
-
 SPIKE_END_S = FAULT_AT_S + (DRILL_S - FAULT_AT_S) / 2
-back_s = (policy_args["recover_consecutive"] * CHECK_INTERVAL_MS + 100) / 1000 + check_round_ms / 1000
 if SPIKE_END_S - FAULT_AT_S < max(expected_read_rto_s, back_s) + 0.5:
     raise ValueError(f"A spike of {SPIKE_END_S - FAULT_AT_S:.1f} s (half of DRILL_S - FAULT_AT_S) is too short for "
                      f"reads to move ({expected_read_rto_s:.2f} s) or come back ({back_s:.2f} s) with "
@@ -368,10 +394,18 @@ scores the transactions in turn and records the region of each answer; it also r
 writer's log, Sentinel's events, the sidecar's decisions and the alerts. Here with no fault, and a
 replication-lag sample five times a second: bytes the replica is behind (replication offsets), and
 how long a fresh write takes to show on B.
+
+Every drill of this lab first waits for a **steady state**: region A the primary, B a linked
+replica within 64 KiB of it, and the sidecar serving reads from A. A drill that starts elsewhere
+measures something else (reads already on B cannot fail over to B), so a drill that cannot reach
+that state within 20 s stops with what is off instead of measuring it; each result says what it
+verified (`started from ...`) and notes what it saw but was not meant to, such as a failover
+during a latency spike.
 """)
 code("""
 steady = run_drill("steady", fs=fs, api=api, sidecar=sidecar, receiver=receiver, writer=writer, duration_s=STEADY_S,
-                   transactions=TXNS, users=USERS, sample_lag_ms=200)
+                   expect_primary="a", transactions=TXNS, users=USERS, sample_lag_ms=200)
+print(steady.start_state)
 hadrlab.summarize(steady.load, label="steady state, POST /score")
 """)
 code("""
@@ -393,8 +427,9 @@ slower, but a healthy policy keeps reads on A: no switch, no alert.
 """)
 code("""
 slow_a = run_drill("spike below", fs=fs, api=api, sidecar=sidecar, receiver=receiver, writer=writer, duration_s=DRILL_S,
-                   fault=lambda: fs.delay_region("a", LATENCY_MS), restore=fs.heal,
-                   fault_at_s=FAULT_AT_S, restore_at_s=SPIKE_END_S, transactions=TXNS, users=USERS)
+                   fault=lambda: fs.delay_region("a", LATENCY_MS), restore=fs.heal, expect_primary="a",
+                   failover_expected=False, fault_at_s=FAULT_AT_S, restore_at_s=SPIKE_END_S, transactions=TXNS,
+                   users=USERS)
 slow_a
 """)
 code("""
@@ -414,7 +449,8 @@ receiver's table shows what an on-call engineer would have been paged with, and 
 code("""
 very_slow_a = run_drill("spike above", fs=fs, api=api, sidecar=sidecar, receiver=receiver, writer=writer,
                         duration_s=DRILL_S, fault=lambda: fs.delay_region("a", SPIKE_MS), restore=fs.heal,
-                        fault_at_s=FAULT_AT_S, restore_at_s=SPIKE_END_S, transactions=TXNS, users=USERS)
+                        expect_primary="a", failover_expected=False, fault_at_s=FAULT_AT_S, restore_at_s=SPIKE_END_S,
+                        transactions=TXNS, users=USERS)
 very_slow_a
 """)
 code("""
@@ -438,8 +474,8 @@ objects cut region A's pods off from region B and from the witness's node.)
 """)
 code("""
 cut = run_drill("partition", fs=fs, api=api, sidecar=sidecar, receiver=receiver, writer=writer, duration_s=PARTITION_S,
-                fault=lambda: fs.partition_region("a"), restore=fs.heal, fault_at_s=FAULT_AT_S,
-                restore_at_s=HEAL_AT_S, transactions=TXNS, users=USERS)
+                fault=lambda: fs.partition_region("a"), restore=fs.heal, expect_primary="a", failover_expected=True,
+                fault_at_s=FAULT_AT_S, restore_at_s=HEAL_AT_S, transactions=TXNS, users=USERS)
 cut
 """)
 code("""
@@ -463,7 +499,7 @@ display(board.check_true("read RTO of a partition within your policy's bound", l
                          lambda s: s is not None and s <= read_bound_s and not cut.policy_errors,
                          f"<= {read_bound_s:.2f} s", unit="s",
                          hint=hint_for(lambda: cut, f"reads must move to b within about {expected_read_rto_s:.2f} s "
-                                              f"(see the policy settings) + READ_RTO_SLACK_S")))
+                                              f"(see the policy settings) + READ_RTO_SLACK_S", read_rto=True)))
 """)
 md("""
 Where did the partition's write RTO go? Sentinel's steps and the feature writer's, in seconds from
@@ -519,7 +555,8 @@ kubelet restarts the container, empty, after the manifest's `RESTART_DELAY_S`.)
 """)
 code("""
 crash = run_drill("kill", fs=fs, api=api, sidecar=sidecar, receiver=receiver, writer=writer, duration_s=KILL_S,
-                  fault=fs.kill_primary, fault_at_s=FAULT_AT_S, transactions=TXNS, users=USERS)
+                  fault=fs.kill_primary, expect_primary="a", failover_expected=True, fault_at_s=FAULT_AT_S,
+                  transactions=TXNS, users=USERS)
 crash
 """)
 code("""

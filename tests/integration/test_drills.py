@@ -95,13 +95,24 @@ def test_a_kill_drill_measures_read_and_write_rto_and_alerts():
         writer = hadrlab.start_feature_writer(env, name="drill-writer", rate_tps=20, n_cards=10)
         try:
             drill = run_drill("kill", fs=fs, api=api, sidecar=sidecar, receiver=receiver, fault=fs.kill_primary,
-                              duration_s=7, fault_at_s=2, transactions=txns, users=1, writer="drill-writer")
+                              duration_s=7, fault_at_s=2, transactions=txns, users=1, writer="drill-writer",
+                              expect_primary="a", failover_expected=True)
+            # B is the primary now: a drill that expects A refuses to start and says why.
+            with pytest.raises(hadrlab.DrillNotReady) as refused:
+                run_drill("again", fs=fs, api=api, sidecar=sidecar, expect_primary="a", steady_timeout_s=1,
+                          writer="drill-writer")
         finally:
             for child in (writer, api, sidecar, receiver):
                 child.stop()
     finally:
         fs.stop()
     assert (drill.old_primary, drill.new_primary) == ("a", "b")
+    assert drill.start_state.startswith("a steady state: region a primary, region b a linked replica"), drill
+    assert drill.start_state.endswith("reads on region a") or "(after waiting" in drill.start_state
+    assert drill.notes == [], drill.notes
+    message = str(refused.value)
+    assert "'again'" in message and "region b the primary, not region a" in message, message
+    assert "fail_back(fs, 'a')" in message, message
     assert drill.read_rto_s is not None and drill.read_rto_s < 3, drill
     assert drill.write_rto_s is not None and 1.0 <= drill.write_rto_s < 6, drill
     assert ("firing", "ReadFailover", "b") in set(zip(drill.alerts.status, drill.alerts.alertname, drill.alerts.region))
@@ -129,6 +140,48 @@ def _drill(**overrides):
                   old_primary="a", new_primary="b", reads=_reads([]).assign(stale=False), writes=writes,
                   events=events, decisions=[], alerts=pd.DataFrame(columns=["t", "status", "alertname", "region"]))
     return DrillResult(**{**fields, **overrides})
+
+
+def _probe_reads(rows):
+    """Read-probe rows: (t_start, ok, replica); each answered 10 ms later, within budget."""
+    frame = pd.DataFrame(rows, columns=["t_start", "ok", "replica"])
+    frame["t_end"] = frame["t_start"] + 0.01
+    frame["ok"] = frame["ok"].astype(bool)
+    frame["within_budget"] = True
+    frame["stale"] = False
+    return frame
+
+
+def test_a_drill_that_could_not_see_reads_move_says_why_instead_of_a_bare_none():
+    measured = _drill(reads=_probe_reads([(101.0, 1, "a"), (102.5, 1, "a"), (103.4, 1, "b")]))
+    assert measured.read_rto_s == pytest.approx(1.41) and measured.read_rto_problem == ""
+
+    already = _drill(reads=_probe_reads([(101.0, 1, "b"), (101.5, 1, "b"), (103.0, 1, "b")]))
+    assert already.read_rto_s is None
+    assert "already served by region b before the fault" in already.read_rto_problem
+
+    short = _drill(restore_t=102.3, reads=_probe_reads([(101.0, 1, "a"), (102.2, 1, "a"), (104.0, 1, "a")]))
+    assert short.read_rto_s is None
+    assert "never left region a: the fault lasted 0.3 s" in short.read_rto_problem
+    assert "DRILL_S" in short.read_rto_problem
+
+    assert "no fault" in _drill(fault_t=None).read_rto_problem
+    # The hint puts the drill's own problems first, the author's hint last.
+    noted = _drill(notes=["Sentinel failed over during this drill"], restore_t=102.3,
+                   reads=_probe_reads([(101.0, 1, "a"), (104.0, 1, "a")]))
+    hint = noted.policy_hint("reads must move to b", read_rto=True)
+    assert hint.startswith("Sentinel failed over during this drill; reads never left region a")
+    assert hint.endswith("; reads must move to b")
+    assert "note: Sentinel failed over" in repr(noted)
+
+
+def test_read_switch_times_follow_the_check_round_and_the_streaks():
+    from hadrlab.drills import read_switch_times
+
+    # Checks every 100 ms, but a bad check of a slow region waits for its 160 ms timeout.
+    assert read_switch_times(100, 80, 3, 5) == pytest.approx(((4 * 160 + 100) / 1000, (500 + 100 + 160) / 1000))
+    # Slow checks: the interval is the round.
+    assert read_switch_times(500, 80, 3, 5) == pytest.approx(((4 * 500 + 100) / 1000, (2500 + 100 + 500) / 1000))
 
 
 def test_failover_steps_say_where_the_write_rto_went():

@@ -41,6 +41,62 @@ def test_checks_follow_the_parameters_an_instructor_gives():
     assert "300" in str(measured.measured), measured
 
 
+def test_lab01_solution_scores_full_marks_with_fewer_users_and_shorter_runs():
+    params = {"USERS": 4, "LOAD_S": 8, "FAULT_AT_S": 2, "MODEL_LOAD_DELAY_S": 1}
+    (grade,) = grade_notebooks([ROOT / "solutions" / "01_stateless_replicas.ipynb"], timeout_s=300, params=params)
+    assert not grade.errors, grade.report()
+    assert grade.passed == grade.total >= 15, grade.report()
+    measured = {c.name: c for c in grade.checks}["measured with this notebook's parameters"]
+    assert "(4, True)" in str(measured.measured), measured
+
+
+# Lab 02 under other valid parameters: every drill's timing and every bound follows them.
+LAB02_SWEEP = {
+    "slower checks, a larger spike": {"CHECK_INTERVAL_MS": 250, "SPIKE_MS": 300, "WRITE_RTO_TARGET_S": 4.0},
+    "faster checks, closer regions": {"CHECK_INTERVAL_MS": 50, "CROSS_REGION_MS": 2, "LATENCY_MS": 10,
+                                      "STEADY_S": 3, "DRILL_S": 6},
+}
+
+
+@pytest.mark.parametrize("params", LAB02_SWEEP.values(), ids=LAB02_SWEEP.keys())
+def test_lab02_solution_scores_full_marks_under_other_valid_parameters(params, tmp_path):
+    (grade,) = grade_notebooks([ROOT / "solutions" / "02_feature_store_dr.ipynb"], timeout_s=300, params=params,
+                               output_dir=tmp_path)
+    assert not grade.errors, grade.report()
+    assert grade.passed == grade.total == 8, grade.report()
+    # Each drill verified its steady state first, and none saw what it was not meant to.
+    text = grade.executed_path.read_text()
+    assert text.count("started from a steady state: region a primary") >= 4, grade.report()
+    assert "note: " not in text
+
+
+def _parameters_check(**overrides):
+    """Run Lab 02's Parameters cell with ``overrides``, then the cell that checks them."""
+    from hadrlab.notebooks import read_notebook
+
+    cells = [c for c in read_notebook(ROOT / "solutions" / "02_feature_store_dr.ipynb").cells if c.cell_type == "code"]
+    first = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    scope: dict = {}
+    exec(cells[first].source, scope)
+    scope.update(overrides)
+    exec(cells[first + 1].source, scope)
+    return scope
+
+
+def test_lab02_refuses_parameters_whose_drills_could_not_work_and_names_the_value_to_change():
+    assert _parameters_check()["min_drill_s"] <= 8  # the defaults fit
+    # The case seen: a spike whose round trip leaves no down-after between it and the RTO target.
+    with pytest.raises(ValueError, match=r"raise WRITE_RTO_TARGET_S above 3.1 or lower SPIKE_MS"):
+        _parameters_check(CHECK_INTERVAL_MS=250, SPIKE_MS=400)
+    # Slow checks: a spike of (DRILL_S - FAULT_AT_S) / 2 is too short for reads to move and come back.
+    with pytest.raises(ValueError, match=r"DRILL_S = 8 is too short.*so DRILL_S >= 10 \(or lower CHECK_INTERVAL_MS\)"):
+        _parameters_check(CHECK_INTERVAL_MS=500)
+    with pytest.raises(ValueError, match=r"SPIKE_MS >= 60"):
+        _parameters_check(SPIKE_MS=50)
+    with pytest.raises(ValueError, match=r"CHECK_INTERVAL_MS = 5: use 20-1000 ms"):
+        _parameters_check(CHECK_INTERVAL_MS=5)
+
+
 def test_lab03_with_one_experiment_skips_the_others_and_explains_unfinished_cells(tmp_path):
     """Checks about experiments left out are skipped; in the learner's twin every failing check
     says why and shows its authored hint, and the report names the first unfinished cell."""
