@@ -359,12 +359,19 @@ def _rfc3339(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# The sidecar reports causes, not symptoms: a region down is worth a ticket, a read switch or a
+# new primary is information. Whether anyone is paged is the scoring API's SLO's business
+# (its burn-rate alerts in hadrlab.alert_rules): a failover the sidecar healed pages no one.
+SEVERITY = {"RegionDown": "ticket", "ReadFailover": "info", "PrimaryMoved": "info"}
+
+
 def alert(status: str, alertname: str, region: str, summary: str, starts_at: float,
           ends_at: float | None = None) -> dict:
-    """Build one alert the way Alertmanager's webhook describes alerts."""
+    """Build one alert the way Alertmanager's webhook describes alerts (severity from :data:`SEVERITY`)."""
     return {
         "status": status,
-        "labels": {"alertname": alertname, "region": region, "severity": "page", "service": "feature-store"},
+        "labels": {"alertname": alertname, "region": region, "severity": SEVERITY.get(alertname, "info"),
+                   "kind": "cause", "service": "feature-store"},
         "annotations": {"summary": summary},
         "startsAt": _rfc3339(starts_at),
         # Alertmanager's "not ended yet" is the zero time.

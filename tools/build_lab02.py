@@ -374,6 +374,22 @@ print(f"feature store up in {fs.startup_s:.1f} s, primary region {fs.current_pri
       "sidecar, alert receiver, scoring API and feature writer running")
 """)
 md("""
+**Monitoring.** A real Prometheus scrapes the scoring API's and the sidecar's `/metrics` every
+second, and a real Alertmanager routes what its rules fire to the same alert receiver: pages on
+the scoring API's SLO (burn-rate alerts, as in Lab 01), tickets for causes such as a region
+down. Where Prometheus is not installed, or on the cluster backend, this says why and the cells
+that need it are skipped.
+""")
+code("""
+monitoring_off = hadrlab.monitoring_available()  # "" when Prometheus and Alertmanager can run here
+mon = None if monitoring_off else hadrlab.start_monitoring(receiver_url=receiver.url + "/alerts")
+if mon:
+    mon.watch("fraud-api", [api.url])
+    mon.watch("sidecar", [sidecar.url])
+    mon.wait_for_targets()
+print(mon if mon else f"SKIP monitoring: {monitoring_off}")
+""")
+md("""
 One transaction scored by hand: the answer says which region served the features, and how old
 they were.
 """)
@@ -444,7 +460,9 @@ md("""
 
 Now `SPIKE_MS` each way: a PING of A takes longer than the threshold. Reads should move to B after
 `consecutive` checks and come back, once, after `recover_consecutive` good checks. The alert
-receiver's table shows what an on-call engineer would have been paged with, and when.
+receiver's table shows what the sidecar reported, and when: causes (a region down, reads moved),
+which it sends as tickets and information. Whether anyone should have been woken up is a
+different question, answered after the drills by the scoring API's own SLO.
 """)
 code("""
 very_slow_a = run_drill("spike above", fs=fs, api=api, sidecar=sidecar, receiver=receiver, writer=writer,
@@ -667,6 +685,81 @@ print(f"sidecar: primary region {state['primary']['region']}, reads on region {s
 pd.Series([verdict(h) for h in seen if h["region"] == "a"], dtype=object).value_counts()
 """)
 
+md("""
+### Who gets paged? The scoring API's SLO, from Prometheus
+
+Four faults in a row, and the sidecar reported every one of them: a region down, reads moved, a
+new primary. Should someone have been paged for them? A page is for a **symptom** users feel
+and that needs a human now; the users of this service are the callers of `POST /score`. Its SLI
+is the share of answers that are not `5xx`, recorded by Prometheus from the API's own counter
+(`fraud_api_requests_total`), and the page is the SRE workbook's burn-rate alert on a 99.9 %
+SLO: both the 1 h and the 5 min windows (48 s and 4 s at this lab's time scale) spending the
+budget more than 14.4 times too fast. The causes still reach someone, as a **ticket**
+(`RegionDown`, from the sidecar's `sidecar_region_up` gauge), to be looked at in working hours.
+""")
+code("""
+import matplotlib.pyplot as plt
+
+if mon:
+    drills = [slow_a, very_slow_a, cut, crash]
+    first, last = drills[0].started_at, drills[-1].ended_at
+    sli = mon.availability("fraud-api", first, last)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5.6), sharex=True, height_ratios=[3, 2])
+    faults = {d.name: d.fault_t for d in drills}
+    mon.plot({"5 min window": 'service:error_ratio:rate5m{service="fraud-api"}',
+              "1 h window": 'service:error_ratio:rate1h{service="fraud-api"}'},
+             first, last, ax=top, percent=True, ylabel="5xx ratio", marks=faults,
+             title=f"POST /score through four faults: {int(sli['requests'])} answers, {int(sli['failures'])} 5xx "
+                   f"(Prometheus; windows in lab time)")
+    page_line = 100 * 14.4 * 0.001
+    top.axhline(page_line, color="red", linewidth=1, linestyle="--")
+    top.annotate("page: both windows above 14.4 x budget", (0.55, page_line), xycoords=("axes fraction", "data"),
+                 va="bottom", fontsize=8, color="red")
+    top.set_ylim(0, max(top.get_ylim()[1], 1.5 * page_line))
+    top.set_xlabel("")
+    mon.plot({"region A up": 'sidecar_region_up{region="a"}', "reads on region B": 'sidecar_read_region{region="b"}'},
+             first, last, ax=bottom, ylabel="0 or 1", title="The causes, as the sidecar's gauges saw them")
+    for t in faults.values():
+        bottom.axvline(t - first, color="grey", linestyle=":", linewidth=1)
+    bottom.set_ylim(-0.1, 1.1)
+    fig.tight_layout()
+else:
+    print(f"SKIP: {monitoring_off}")
+""")
+code("""
+if mon:
+    time.sleep(2)  # Alertmanager's group_wait: let the last notification arrive
+    rows = [{"at_s": round(a["t"] - first, 1), "status": a["status"], "alert": a["alertname"],
+             "severity": (a.get("labels") or {}).get("severity", ""),
+             "from": f"Alertmanager, route {a['receiver']}" if a["receiver"] in ("page", "ticket")
+             else "the sidecar, directly"}
+            for a in hadrlab.fetch_alerts(receiver) if first <= a["t"]]
+    pages = [r for r in rows if r["from"] == "Alertmanager, route page" and r["status"] == "firing"]
+    print(f"{len(rows)} notifications since the first drill; {len(pages)} pages; POST /score availability "
+          f"{100 * sli['availability']:.3f} % over {int(sli['requests'])} answers (Prometheus)")
+    display(pd.DataFrame(rows).drop_duplicates(["status", "alert", "from"]) if rows else "no notification")
+""")
+code("""
+if mon:
+    display(board.check_true("no page for faults the sidecar healed",
+                             lambda: (len(pages), int(sli["requests"])),
+                             lambda m: m[0] == 0 and m[1] > 0 and sli["availability"] >= 1 - 14.4 * 0.001,
+                             "(0 pages, > 0 answers counted by Prometheus)",
+                             hint="the scoring API kept its SLO, so its burn-rate alert should stay quiet; a page "
+                                  "means POST /score answered 5xx: look at the drills' failed_reads"))
+else:
+    display(board.skip("no page for faults the sidecar healed", monitoring_off))
+""")
+md("""
+How to read it: the sidecar's gauges (bottom) record every cause, and its tickets name them, but
+the SLI (top) hardly moved: reads found a healthy region each time, so the scoring API's error
+budget was not spent and nobody was woken up. That is the point of symptom-based alerting. A
+per-failover page would have woken someone four times for faults that healed within seconds,
+and on-call engineers learn to ignore pages that never need them. The day reads cannot find a
+healthy region, the 5xx ratio crosses the dashed line and the page fires within seconds (Lab 01
+measured it: `burn_alert_fire_delay_ratio` in `bench/`).
+""")
+
 # ----------------------------------------------------------------------------- RPO
 md("""
 ## Experiment 6 · RPO: acknowledged writes lost, async vs `WAIT`
@@ -685,7 +778,9 @@ code("""
 fs.stop()
 for child in (writer, api, sidecar, receiver):
     child.stop()
-print("drill store and services stopped")
+if mon:
+    mon.stop()
+print("drill store, services and monitoring stopped")
 """)
 code("""
 def rpo_trial(mode, **store_options):
