@@ -1,0 +1,95 @@
+"""Every course API against its own OpenAPI document: schemathesis, all checks, real services.
+
+Each service is started the way the labs start it (the ``start_*`` helpers; real Redis
+servers where it needs them), and ``st run`` generates requests from its /openapi.json:
+valid ones that must be accepted and answered as documented, invalid ones that must be
+refused with a documented 4xx, unsupported methods, missing or wrong authentication. A
+failure names the operation, the check and a curl line that reproduces it.
+
+Bounded: at most MAX_EXAMPLES cases per operation and phase, deterministic generation (the
+same cases on every run), one worker, and a time budget per service. Each test prints the
+number of generated cases and the time taken.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+MAX_EXAMPLES = 25
+BUDGET_S = 60  # per schemathesis run; most take well under 30 s
+ST = [sys.executable, "-m", "schemathesis.cli"]
+
+pytestmark = pytest.mark.slow
+
+
+def run_schemathesis(url: str, tmp_path: Path, *args: str, label: str = "") -> dict:
+    """Run ``st run`` against ``url``/openapi.json with every check; fail on any finding.
+
+    Returns ``{"cases": generated test cases, "seconds": wall time}``.
+    """
+    report = tmp_path / f"st-{label or 'run'}.json"
+    command = [
+        *ST, "run", f"{url}/openapi.json", "--checks", "all",
+        "--max-examples", str(MAX_EXAMPLES), "--generation-deterministic",
+        "--workers", "1", "--request-timeout", "5", "--no-color",
+        "--report", "json", "--report-json-path", str(report), *args,
+    ]
+    start = time.perf_counter()
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=BUDGET_S, cwd=tmp_path)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"schemathesis against {url} ({label}) took more than {BUDGET_S} s, the "
+                    f"budget per service. Output so far:\n{exc.stdout or ''}")
+    seconds = time.perf_counter() - start
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, f"schemathesis found problems in {label} ({url}):\n{out[-12000:]}"
+    found = re.search(r"(\d+) generated", out)
+    assert found, f"no test-case count in schemathesis' output:\n{out[-3000:]}"
+    cases = int(found.group(1))
+    assert cases > 0, f"schemathesis generated no test case for {label}:\n{out[-3000:]}"
+    print(f"\nschemathesis {label}: {cases} generated cases in {seconds:.1f} s")
+    return {"cases": cases, "seconds": seconds}
+
+
+def openapi(url: str) -> dict:
+    answer = httpx.get(f"{url}/openapi.json", timeout=5)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def test_registry_keeps_its_openapi_contract(tmp_path):
+    from hadrlab.registry import sha256_of, start_registry
+
+    registry = start_registry("registry-contract", data_dir=tmp_path / "registry")
+    try:
+        client = registry.client()
+        # Something to find: a model with two versions, one in production.
+        client.register("digits", b"model one", {"accuracy": 0.9}, {"C": 1})
+        client.promote("digits", client.register("digits", b"model two", {}, {}), "production")
+        auth = ("-H", f"Authorization: Bearer {registry.token}")
+        doc = openapi(registry.url)
+        assert doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"] == {
+            "text/plain; version=0.0.4": {"schema": {"type": "string"}}}
+        # Every route but the faults: a generated delay_ms (up to 600 s) or error_rate would
+        # slow or fail everything after it, by design. The faults routes alone, after: the
+        # registry never applies the faults to them.
+        run_schemathesis(registry.url, tmp_path, *auth, "--exclude-path", "/admin/faults",
+                         label="registry")
+        run_schemathesis(registry.url, tmp_path, *auth, "--include-path", "/admin/faults",
+                         label="registry /admin/faults")
+        registry.set_faults(delay_ms=0, error_rate=0)
+        assert client.get("digits", 1).sha256 == sha256_of(b"model one")  # still serving
+    finally:
+        registry.stop()
