@@ -93,3 +93,33 @@ def test_registry_keeps_its_openapi_contract(tmp_path):
         assert client.get("digits", 1).sha256 == sha256_of(b"model one")  # still serving
     finally:
         registry.stop()
+
+
+# --------------------------------------------------------------------------- the online API
+
+
+def _digits_tree() -> bytes:
+    from sklearn.datasets import load_digits
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = load_digits(return_X_y=True)
+    return pickle.dumps(DecisionTreeClassifier(max_depth=6, random_state=0).fit(X, y))
+
+
+def test_online_api_keeps_its_openapi_contract(tmp_path):
+    from hadrlab.registry import start_online_api, start_registry
+
+    registry = start_registry("registry-for-online-contract", data_dir=tmp_path / "registry")
+    api = None
+    try:
+        client = registry.client()
+        client.promote("digits", client.register("digits", _digits_tree(), {}, {}), "production")
+        api = start_online_api("online-api-contract", registry=registry, cache_dir=tmp_path / "cache")
+        body = openapi(api.url)["paths"]["/predict"]["post"]["requestBody"]
+        rows = body["content"]["application/json"]["schema"]["properties"]["features"]["anyOf"]
+        assert {r["items"].get("minItems") for r in rows if r["items"].get("type") == "array"} == {64}
+        run_schemathesis(api.url, tmp_path, label="online API")
+    finally:
+        if api is not None:
+            api.stop()
+        registry.stop()
