@@ -26,7 +26,8 @@ import pytest
 
 MAX_EXAMPLES = 25
 BUDGET_S = 60  # per schemathesis run; most take well under 30 s
-ST = [sys.executable, "-m", "schemathesis.cli"]
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+ST = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG)]
 
 pytestmark = pytest.mark.slow
 
@@ -123,3 +124,20 @@ def test_online_api_keeps_its_openapi_contract(tmp_path):
         if api is not None:
             api.stop()
         registry.stop()
+
+
+# --------------------------------------------------------------------------- the model API
+
+
+def test_model_api_keeps_its_openapi_contract(tmp_path):
+    from hadrlab.serving import start_model_api
+
+    api = start_model_api("model-api-contract", max_batch=16)
+    try:
+        doc = openapi(api.url)
+        predict = doc["paths"]["/predict"]["post"]
+        assert {"200", "413", "422", "503"} <= set(predict["responses"])
+        assert "16 images" in json.dumps(predict["requestBody"])  # MAX_BATCH, as configured
+        run_schemathesis(api.url, tmp_path, label="model API")
+    finally:
+        api.stop()
