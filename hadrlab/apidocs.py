@@ -36,7 +36,7 @@ __all__ = [
 PROMETHEUS_MEDIA_TYPE = "text/plain; version=0.0.4"
 
 _STATUS_TEXT = {
-    400: "The body is not JSON.",
+    400: "The body is not readable JSON text (e.g. not UTF-8).",
     401: "Missing or wrong bearer token.",
     404: "No such resource; the message names what exists.",
     409: "The request conflicts with the current state.",
@@ -115,14 +115,22 @@ def json_body(annotation: Any, *, description: str = "", example: Any = None) ->
 
 
 def allow_header(app: FastAPI) -> None:
-    """Answer 405 with every method the path supports in ``Allow``, not just one route's.
+    """FastAPI's own errors, made to say what to do: 405 and an unreadable body (400).
 
-    Starlette builds the 405 from the first route whose path matches, so a path served by
-    two routes (GET and POST /models/{name}/versions) would list only one of them.
+    A 405 lists every method the path supports in ``Allow``: Starlette builds it from the
+    first route whose path matches, so a path served by two routes (GET and POST
+    /models/{name}/versions) would list one of them only. A body that is not text (bytes
+    that are not UTF-8) gets a 400 that says to send JSON.
     """
     default = app.exception_handlers.get(HTTPException)
 
     async def handler(request: Request, exc: Exception):
+        if isinstance(exc, HTTPException) and exc.status_code == 400:
+            return JSONResponse(
+                {"detail": f"The request body could not be read ({exc.detail}): send JSON "
+                           "text, UTF-8 encoded, with Content-Type: application/json."},
+                status_code=400,
+            )
         if not isinstance(exc, HTTPException) or exc.status_code != 405:
             return await default(request, exc)
         methods: set[str] = set()

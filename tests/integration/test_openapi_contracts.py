@@ -141,3 +141,33 @@ def test_model_api_keeps_its_openapi_contract(tmp_path):
         run_schemathesis(api.url, tmp_path, label="model API")
     finally:
         api.stop()
+
+
+# --------------------------------------------------------------------------- the fraud API
+
+
+@pytest.fixture
+def redis_pair():
+    from hadrlab.replication import start_redis_pair
+
+    pair = start_redis_pair(name_prefix="contract-redis")
+    yield pair
+    pair.stop()
+
+
+def _regions(pair) -> dict:
+    return {"REDIS_A": pair.primary.address, "REDIS_B": pair.replica.address,
+            "REDIS_PASSWORD": pair.password}
+
+
+def test_fraud_api_keeps_its_openapi_contract(tmp_path, redis_pair):
+    from hadrlab.fraud import generate_transactions, start_fraud_api, write_features
+
+    write_features(redis_pair.primary.client(), generate_transactions(200, seed=1))
+    api = start_fraud_api(_regions(redis_pair), name="fraud-api-contract")
+    try:
+        responses = openapi(api.url)["paths"]["/score"]["post"]["responses"]
+        assert {"200", "422", "503"} <= set(responses)
+        run_schemathesis(api.url, tmp_path, label="fraud API")
+    finally:
+        api.stop()
