@@ -115,12 +115,13 @@ def json_body(annotation: Any, *, description: str = "", example: Any = None) ->
 
 
 def allow_header(app: FastAPI) -> None:
-    """FastAPI's own errors, made to say what to do: 405 and an unreadable body (400).
+    """FastAPI's own errors, made to say what to do: 404, 405 and an unreadable body (400).
 
     A 405 lists every method the path supports in ``Allow``: Starlette builds it from the
     first route whose path matches, so a path served by two routes (GET and POST
     /models/{name}/versions) would list one of them only. A body that is not text (bytes
-    that are not UTF-8) gets a 400 that says to send JSON.
+    that are not UTF-8) gets a 400 that says to send JSON, and an unknown path a 404 that
+    lists the paths there are.
     """
     default = app.exception_handlers.get(HTTPException)
 
@@ -131,6 +132,11 @@ def allow_header(app: FastAPI) -> None:
                            "text, UTF-8 encoded, with Content-Type: application/json."},
                 status_code=400,
             )
+        if isinstance(exc, HTTPException) and exc.status_code == 404 and exc.detail == "Not Found":
+            paths = sorted({route.path for route in app.router.routes
+                            if request.method in (getattr(route, "methods", None) or ())})
+            return JSONResponse({"detail": f"No {request.method} {request.url.path} here; try {paths}."},
+                                status_code=404)
         if not isinstance(exc, HTTPException) or exc.status_code != 405:
             return await default(request, exc)
         methods: set[str] = set()

@@ -171,3 +171,32 @@ def test_fraud_api_keeps_its_openapi_contract(tmp_path, redis_pair):
         run_schemathesis(api.url, tmp_path, label="fraud API")
     finally:
         api.stop()
+
+
+# --------------------------------------------------------------------------- the sidecar and the receiver
+
+
+def test_sidecar_keeps_its_openapi_contract(tmp_path, redis_pair):
+    from hadrlab.sidecar import start_sidecar
+
+    sidecar = start_sidecar(_regions(redis_pair), name="sidecar-contract", check_interval_ms=100)
+    try:
+        history = openapi(sidecar.url)["paths"]["/history"]["get"]
+        assert history["parameters"][0]["schema"]["type"] == "number"
+        assert "422" in history["responses"]
+        run_schemathesis(sidecar.url, tmp_path, label="sidecar")
+    finally:
+        sidecar.stop()
+
+
+def test_alert_receiver_keeps_its_openapi_contract(tmp_path):
+    from hadrlab.sidecar import fetch_alerts, start_alert_receiver
+
+    receiver = start_alert_receiver(name="alert-receiver-contract")
+    try:
+        doc = openapi(receiver.url)
+        assert {"/alerts", "/", "/api/v2/alerts"} <= set(doc["paths"])
+        run_schemathesis(receiver.url, tmp_path, label="alert receiver")
+        assert isinstance(fetch_alerts(receiver), list)
+    finally:
+        receiver.stop()
