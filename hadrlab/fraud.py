@@ -520,10 +520,15 @@ def create_api(env: Mapping[str, str] | None = None):
     """Build the scoring API's FastAPI app from ``env`` (default ``os.environ``)."""
     import httpx
     import redis.asyncio as aioredis
+    from typing import Literal, Union
+
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, PlainTextResponse
-    from pydantic import BaseModel, Field
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from hadrlab import apidocs
+    from hadrlab.apidocs import METRICS, PrometheusText
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -589,14 +594,52 @@ def create_api(env: Mapping[str, str] | None = None):
             with contextlib.suppress(Exception):
                 await client.aclose()
 
-    app = FastAPI(title="hadrlab fraud scoring API", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="hadrlab fraud scoring API", version="1", lifespan=lifespan,
+                  description="Scores card transactions with features read from feature-store "
+                              "region A or B, as the health-checking sidecar says.")
 
     class Transaction(BaseModel):
+        # Strict: "12.5" is not an amount, nor 5 a card id; what the document says is what passes.
+        model_config = ConfigDict(strict=True, json_schema_extra={
+            "example": {"card_id": "card-00001", "amount": 12.5, "merchant_category": "grocery"}})
         card_id: str = Field(min_length=1, max_length=64)
         amount: float = Field(gt=0, le=1_000_000)
         merchant_category: str = Field(min_length=1, max_length=64)
         country: str | None = None
-        t: float | None = None
+        t: float | None = Field(None, description="Epoch seconds of the transaction; default now.")
+
+    class Score(BaseModel):
+        card_id: str
+        fraud_score: float = Field(ge=0, le=1)
+        decision: Literal["approve", "review", "decline"]
+        features_region: str = Field(description="The region the features were read from.")
+        region_source: str = Field(description="Who chose the region: the sidecar, or the fallback order.")
+        feature_age_s: float | None = Field(description="Age of the features; null for an unknown card.")
+        features: Union[dict[str, str], str] = Field(description="The card's feature hash, as read.")
+        latency_ms: float
+        latency_budget_ms: float
+        within_budget: bool
+        model_version: str
+
+    class InvalidTransaction(BaseModel):
+        detail: str = Field(description="Every problem, then an example of a valid transaction.")
+        errors: list[str] = Field(description="One entry per invalid field.")
+
+    class RegionsDown(BaseModel):
+        detail: str = Field(description="Why each region failed.")
+        latency_ms: float
+
+    class Alive(BaseModel):
+        status: Literal["alive"]
+
+    class Ready(BaseModel):
+        status: Literal["ready"]
+        read_order: list[str] = Field(description="The regions /score tries, in order.")
+        region_source: str
+
+    class Unready(BaseModel):
+        status: Literal["unready"]
+        detail: str
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -628,8 +671,13 @@ def create_api(env: Mapping[str, str] | None = None):
                 reasons.append(f"region {region} ({addresses[region]}): {type(exc).__name__}: {exc}")
         raise _RegionsDown("; ".join(reasons))
 
-    @app.post("/score")
+    @app.post("/score", response_model=Score, responses={
+        **apidocs.errors(400),
+        422: {"model": InvalidTransaction, "description": "The transaction is not valid."},
+        503: {"model": RegionsDown, "description": "No feature-store region answered: no score "
+                                                   "without features."}})
     async def score(txn: Transaction) -> JSONResponse:
+        """Score one transaction: fraud score, decision, and where the features came from."""
         start = time.perf_counter()
         now = time.time()
         t = txn.t if txn.t is not None else now
@@ -672,12 +720,15 @@ def create_api(env: Mapping[str, str] | None = None):
             "model_version": model.version,
         })
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Alive)
     async def healthz() -> JSONResponse:
+        """Liveness: 200 while the process serves."""
         return JSONResponse({"status": "alive"})
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_model=Ready,
+             responses={503: {"model": Unready, "description": "The model is not loaded yet."}})
     async def readyz() -> JSONResponse:
+        """Readiness: the model is loaded (Redis is not part of it: /score answers 503 then)."""
         # Ready means "this process can score": the model is loaded. Redis is NOT part of
         # readiness: if it were, a feature-store outage would take every replica out of the
         # load balancer and turn clear 503s into connection errors.
@@ -686,11 +737,13 @@ def create_api(env: Mapping[str, str] | None = None):
         order, source = read_order()
         return JSONResponse({"status": "ready", "read_order": order, "region_source": source})
 
-    @app.get("/metrics")
-    async def metrics_text() -> PlainTextResponse:
+    @app.get("/metrics", response_class=PrometheusText, responses=METRICS)
+    async def metrics_text() -> PrometheusText:
+        """/score answers by region and status, latency, stale reads, fallbacks, the sidecar."""
         read_order()
-        return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
+        return PrometheusText(metrics.render(), media_type=CONTENT_TYPE)
 
+    apidocs.allow_header(app)
     return app
 
 

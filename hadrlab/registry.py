@@ -61,6 +61,7 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import secrets
@@ -71,11 +72,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi import Depends, FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 
+from hadrlab import apidocs
+from hadrlab.apidocs import METRICS, PrometheusText, errors
 from hadrlab.errors import HadrError
 from hadrlab.exposition import CONTENT_TYPE, MetricsText
 from hadrlab.processes import HOST, Child, find_free_port, home_dir, start_process, wait_for_http
@@ -99,7 +105,10 @@ __all__ = [
 logger = logging.getLogger("hadrlab.registry")
 
 STAGES = ("none", "staging", "production", "archived")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_NAME_RE = re.compile(_NAME_PATTERN[1:-1])  # used with fullmatch: "$" would let a final newline in
+# The largest version SQLite's INTEGER column holds; a larger number cannot name a version.
+MAX_VERSION = 2**63 - 1
 _NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 _SHA_HEADER = "X-Artifact-SHA256"
 
@@ -297,6 +306,76 @@ def _check_faults(body: Any) -> _Faults:
     return out
 
 
+_NAME_DOC = {"pattern": _NAME_PATTERN, "minLength": 1, "maxLength": 64}
+_VERSION_DOC = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}
+# Path parameters read by check_name and parse_version (their messages say what to send),
+# documented as what those accept. Module-level: the annotations are resolved by name.
+ModelName = Annotated[str, PathParam(description=f"The model's name: {_NAME_RULE}.",
+                                     json_schema_extra=_NAME_DOC)]
+VersionNumber = Annotated[str, PathParam(description="A version number, as returned by "
+                                                     "POST /models/{name}/versions.",
+                                         json_schema_extra=_VERSION_DOC)]
+_BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+class RegisterRequest(BaseModel):
+    """POST /models/{name}/versions: a new version of a model."""
+
+    artifact_b64: str = Field(min_length=4, pattern=_BASE64_PATTERN,
+                              description="The artifact bytes (a serialised model), base64; not empty.")
+    metrics: dict[str, float] = Field(default_factory=dict,
+                                      description='Numbers measured on it, e.g. {"accuracy": 0.97}.')
+    params: dict[str, Any] = Field(default_factory=dict, description="How it was trained (any JSON object).")
+
+
+class Registered(BaseModel):
+    name: str
+    version: int = Field(ge=1)
+    sha256: str = Field(description="Hex SHA-256 of the bytes, computed at upload.")
+
+
+class VersionMeta(BaseModel):
+    """One model version, as the registry stores it."""
+
+    name: str
+    version: int = Field(ge=1)
+    sha256: str
+    size_bytes: int = Field(ge=1)
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    stage: Literal["none", "staging", "production", "archived"]
+    created_at: float = Field(description="Epoch seconds.")
+    updated_at: float = Field(description="Epoch seconds of the last stage change.")
+
+
+class VersionList(BaseModel):
+    name: str
+    versions: list[VersionMeta] = Field(min_length=1, description="Oldest first.")
+
+
+class StageRequest(BaseModel):
+    stage: Literal["staging", "production", "archived"] = Field(
+        description="Promoting a version to production archives the previous one.")
+
+
+class FaultsRequest(BaseModel):
+    """POST /admin/faults: change one or both injected faults."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    delay_ms: float = Field(None, ge=0, le=600_000, description="Delay added to every request, ms.")
+    error_rate: float = Field(None, ge=0, le=1, description="Share of requests answered 503.")
+
+
+class Faults(BaseModel):
+    delay_ms: float = Field(ge=0, le=600_000)
+    error_rate: float = Field(ge=0, le=1)
+
+
+class RegistryHealth(BaseModel):
+    status: Literal["alive"]
+    uptime_s: float
+
+
 def create_registry_app(root: Path, token: str, faults: _Faults | None = None):
     """Build the registry's FastAPI app over the state in folder ``root``.
 
@@ -306,27 +385,41 @@ def create_registry_app(root: Path, token: str, faults: _Faults | None = None):
         faults: the initial injected faults (delay, error rate).
 
     Returns:
-        The FastAPI application.
+        The FastAPI application; its OpenAPI document is at /openapi.json, browsable at /docs.
     """
     store = _Store(root)
     faults = faults or _Faults()
     metrics = _RegistryMetrics()
-    app = FastAPI(title="hadrlab model registry", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="hadrlab model registry", version="1",
+        description="Versioned, hashed model artifacts. Every route but /healthz, /metrics and "
+                    "the docs needs `Authorization: Bearer <REGISTRY_TOKEN>`. Faults injected "
+                    "with POST /admin/faults slow or fail (503) every other route.",
+    )
     app.state.faults = faults
+    # Documents the bearer token in /docs ("Authorize"); the guard below enforces it.
+    bearer = [Depends(HTTPBearer(auto_error=False, description="REGISTRY_TOKEN"))]
+    guarded = errors(401, 503, s503="An injected error (POST /admin/faults).")
 
     def problem(status: int, detail: str) -> Response:
         return JSONResponse({"detail": detail}, status_code=status)
 
     def check_name(name: str) -> Response | None:
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name):
             return problem(422, f"Model name {name!r} is not valid: use {_NAME_RULE}.")
         return None
 
     def parse_version(name: str, raw: str) -> int | Response:
-        if not raw.isdigit() or int(raw) < 1:
+        # ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() refuses.
+        if not re.fullmatch(r"[0-9]+", raw) or int(raw) < 1:
             return problem(
                 422, f"Version {raw!r} of model {name!r} is not valid: versions are whole "
                      "numbers from 1, as returned by POST /models/{name}/versions.",
+            )
+        if int(raw) > MAX_VERSION:
+            return problem(
+                422, f"Version {raw} of model {name!r} is not valid: versions are whole "
+                     f"numbers from 1 to {MAX_VERSION}.",
             )
         return int(raw)
 
@@ -351,7 +444,7 @@ def create_registry_app(root: Path, token: str, faults: _Faults | None = None):
         route = _route_of(path)
         start = time.perf_counter()
         response: Response
-        if route not in ("/admin/faults", "/metrics"):
+        if route not in ("/admin/faults", "/metrics", "docs"):
             # Faults first, before authentication, as a slow network or an overloaded
             # server would delay or fail any request.
             if faults.delay_ms > 0:
@@ -362,7 +455,7 @@ def create_registry_app(root: Path, token: str, faults: _Faults | None = None):
                                         f"(injected error rate {faults.error_rate:g}).")
                 metrics.requests[(request.method, route, 503)] += 1
                 return response
-        if route not in ("/healthz", "/metrics"):
+        if route not in ("/healthz", "/metrics", "docs"):
             if request.headers.get("authorization", "") != f"Bearer {token}":
                 response = problem(401, "Missing or wrong bearer token: send the header "
                                         "'Authorization: Bearer <REGISTRY_TOKEN>'.")
@@ -373,20 +466,26 @@ def create_registry_app(root: Path, token: str, faults: _Faults | None = None):
         metrics.latency_sum_s[route] += time.perf_counter() - start
         return response
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=RegistryHealth,
+             responses=errors(503, s503="An injected error (POST /admin/faults)."))
     async def healthz() -> Response:
+        """Liveness: 200 while the process serves (injected faults apply here too)."""
         return JSONResponse({"status": "alive", "uptime_s": round(time.time() - metrics.started_at, 3)})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PrometheusText, responses=METRICS)
     async def prometheus() -> Response:
-        return PlainTextResponse(metrics.render(store, faults), media_type=CONTENT_TYPE)
+        """Requests by route and status, models and versions stored, the injected faults."""
+        return PrometheusText(metrics.render(store, faults), media_type=CONTENT_TYPE)
 
-    @app.get("/admin/faults")
+    @app.get("/admin/faults", response_model=Faults, dependencies=bearer, responses=errors(401))
     async def get_faults() -> Response:
+        """The faults injected now (never applied to /admin/faults itself, nor /metrics)."""
         return JSONResponse({"delay_ms": faults.delay_ms, "error_rate": faults.error_rate})
 
-    @app.post("/admin/faults")
+    @app.post("/admin/faults", response_model=Faults, dependencies=bearer, responses=errors(401, 422),
+              openapi_extra=apidocs.json_body(FaultsRequest, example={"delay_ms": 500, "error_rate": 0.1}))
     async def set_faults(request: Request) -> Response:
+        """Make the registry slow (delay_ms) or failing (error_rate) from now on; 0 undoes it."""
         try:
             new = _check_faults(await json_body(request))
         except ValueError as exc:
@@ -399,8 +498,13 @@ def create_registry_app(root: Path, token: str, faults: _Faults | None = None):
         logger.info("Faults now: delay %g ms, error rate %g.", faults.delay_ms, faults.error_rate)
         return JSONResponse({"delay_ms": faults.delay_ms, "error_rate": faults.error_rate})
 
-    @app.post("/models/{name}/versions")
-    async def register(name: str, request: Request) -> Response:
+    @app.post("/models/{name}/versions", status_code=201, response_model=Registered,
+              dependencies=bearer, responses={**guarded, **errors(422)},
+              openapi_extra=apidocs.json_body(
+                  RegisterRequest, example={"artifact_b64": "bW9kZWwgYnl0ZXM=",
+                                            "metrics": {"accuracy": 0.97}, "params": {"C": 1.0}}))
+    async def register(name: ModelName, request: Request) -> Response:
+        """Upload a new version of model `name`; its version number is the next one (1, 2, ...)."""
         if (bad := check_name(name)) is not None:
             return bad
         try:
@@ -425,13 +529,17 @@ def create_registry_app(root: Path, token: str, faults: _Faults | None = None):
         for key, value in metrics_in.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return problem(422, f"Metric {key!r} must be a number; got {value!r}.")
+            if not math.isfinite(value):
+                return problem(422, f"Metric {key!r} must be a finite number; got {value!r}.")
         result = await asyncio.to_thread(store.register, name, data, metrics_in, params_in)
         logger.info("Registered %s v%d (%d bytes, sha256 %s...).", name, result["version"],
                     len(data), result["sha256"][:12])
         return JSONResponse(result, status_code=201)
 
-    @app.get("/models/{name}/versions")
-    async def list_versions(name: str) -> Response:
+    @app.get("/models/{name}/versions", response_model=VersionList, dependencies=bearer,
+             responses={**guarded, **errors(404, 422)})
+    async def list_versions(name: ModelName) -> Response:
+        """Every version of model `name`, oldest first; 404 if it has none."""
         if (bad := check_name(name)) is not None:
             return bad
         versions = store.versions(name)
@@ -440,44 +548,58 @@ def create_registry_app(root: Path, token: str, faults: _Faults | None = None):
                                 f"first with POST /models/{name}/versions.")
         return JSONResponse({"name": name, "versions": versions})
 
-    @app.get("/models/{name}/versions/{raw}")
-    async def get_version(name: str, raw: str) -> Response:
+    @app.get("/models/{name}/versions/{version}", response_model=VersionMeta, dependencies=bearer,
+             responses={**guarded, **errors(404, 422)})
+    async def get_version(name: ModelName, version: VersionNumber) -> Response:
+        """The metadata of one version: sha256, size, metrics, params, stage, times."""
         if (bad := check_name(name)) is not None:
             return bad
-        version = parse_version(name, raw)
-        if isinstance(version, Response):
-            return version
-        meta = store.get(name, version)
-        return JSONResponse(meta) if meta else missing_version(name, version)
+        number = parse_version(name, version)
+        if isinstance(number, Response):
+            return number
+        meta = store.get(name, number)
+        return JSONResponse(meta) if meta else missing_version(name, number)
 
-    @app.get("/models/{name}/versions/{raw}/artifact")
-    async def get_artifact(name: str, raw: str) -> Response:
+    @app.get("/models/{name}/versions/{version}/artifact", dependencies=bearer,
+             response_class=Response,
+             responses={200: {"description": "The artifact bytes, as uploaded (or as the disk "
+                                             "holds them now: verify them against the header).",
+                              "content": {"application/octet-stream":
+                                          {"schema": {"type": "string", "format": "binary"}}},
+                              "headers": {_SHA_HEADER: {"description": "The SHA-256 recorded at upload.",
+                                                        "schema": {"type": "string"}}}},
+                        **guarded, **errors(404, 422, 500)})
+    async def get_artifact(name: ModelName, version: VersionNumber) -> Response:
+        """Download one version's bytes; check them against the header X-Artifact-SHA256."""
         if (bad := check_name(name)) is not None:
             return bad
-        version = parse_version(name, raw)
-        if isinstance(version, Response):
-            return version
-        meta = store.get(name, version)
+        number = parse_version(name, version)
+        if isinstance(number, Response):
+            return number
+        meta = store.get(name, number)
         if meta is None:
-            return missing_version(name, version)
-        path = store.artifact_path(name, version)
+            return missing_version(name, number)
+        path = store.artifact_path(name, number)
         try:
             data = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
-            return problem(500, f"The artifact file of {name!r} v{version} cannot be read "
+            return problem(500, f"The artifact file of {name!r} v{number} cannot be read "
                                 f"({exc}); the registry's storage at {path} is damaged.")
         # The hash recorded at upload, not one computed now: the consumer must be able to
         # tell that the stored bytes changed.
         return Response(data, media_type="application/octet-stream",
                         headers={_SHA_HEADER: meta["sha256"]})
 
-    @app.post("/models/{name}/versions/{raw}/stage")
-    async def set_stage(name: str, raw: str, request: Request) -> Response:
+    @app.post("/models/{name}/versions/{version}/stage", response_model=VersionMeta,
+              dependencies=bearer, responses={**guarded, **errors(404, 422)},
+              openapi_extra=apidocs.json_body(StageRequest, example={"stage": "production"}))
+    async def set_stage(name: ModelName, version: VersionNumber, request: Request) -> Response:
+        """Move a version to a stage; one production version at a time."""
         if (bad := check_name(name)) is not None:
             return bad
-        version = parse_version(name, raw)
-        if isinstance(version, Response):
-            return version
+        number = parse_version(name, version)
+        if isinstance(number, Response):
+            return number
         try:
             body = await json_body(request)
         except ValueError as exc:
@@ -485,14 +607,16 @@ def create_registry_app(root: Path, token: str, faults: _Faults | None = None):
         stage = body.get("stage") if isinstance(body, dict) else None
         if stage not in STAGES[1:]:
             return problem(422, f'"stage" must be one of {list(STAGES[1:])}; got {stage!r}.')
-        if store.get(name, version) is None:
-            return missing_version(name, version)
-        meta = store.set_stage(name, version, stage)
-        logger.info("%s v%d is now %s.", name, version, stage)
+        if store.get(name, number) is None:
+            return missing_version(name, number)
+        meta = store.set_stage(name, number, stage)
+        logger.info("%s v%d is now %s.", name, number, stage)
         return JSONResponse(meta)
 
-    @app.get("/models/{name}/production")
-    async def production(name: str) -> Response:
+    @app.get("/models/{name}/production", response_model=VersionMeta, dependencies=bearer,
+             responses={**guarded, **errors(404, 422)})
+    async def production(name: ModelName) -> Response:
+        """The metadata of the production version; 404 if none is promoted."""
         if (bad := check_name(name)) is not None:
             return bad
         meta = store.production(name)
@@ -504,6 +628,7 @@ def create_registry_app(root: Path, token: str, faults: _Faults | None = None):
         return problem(404, f"Model {name!r} has no production version: promote one with "
                             f'POST /models/{name}/versions/{{v}}/stage {{"stage": "production"}}.')
 
+    apidocs.allow_header(app)
     return app
 
 
@@ -517,6 +642,8 @@ def _route_of(path: str) -> str:
         return "/" + "/".join(parts)
     if path in ("/healthz", "/metrics", "/admin/faults"):
         return path
+    if path in ("/docs", "/openapi.json", "/docs/oauth2-redirect"):
+        return "docs"
     return "other"
 
 

@@ -47,14 +47,17 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import pybreaker
 import tenacity
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 
+from hadrlab import apidocs
+from hadrlab.apidocs import METRICS, PrometheusText, errors
 from hadrlab.errors import HadrError
 from hadrlab.exposition import CONTENT_TYPE, MetricsText
 from hadrlab.registry import (
@@ -439,6 +442,10 @@ class ModelLoader:
 
 # --------------------------------------------------------------------------- online API
 
+# The largest float32: models (scikit-learn trees among them) compute in float32, and a
+# larger value overflows to infinity inside predict().
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 def _parse_features(body: Any, width: int | None) -> list[list[float]]:
     rows = body.get("features") if isinstance(body, dict) else None
@@ -456,19 +463,91 @@ def _parse_features(body: Any, width: int | None) -> list[list[float]]:
             raise ValueError(f"Row {i} of \"features\" must be a list of numbers.")
         if width is not None and len(row) != width:
             raise ValueError(f"Row {i} has {len(row)} features; the model expects {width}.")
+        if not row:
+            raise ValueError(f"Row {i} of \"features\" is empty; send the model's features.")
+        for j, v in enumerate(row):
+            # Also false for NaN and the infinities a JSON parser makes of 1e999.
+            if not -FLOAT32_MAX <= v <= FLOAT32_MAX:
+                raise ValueError(
+                    f"Row {i}, feature {j} is {v!r}: every feature must be a finite number "
+                    f"between -{FLOAT32_MAX:.7g} and {FLOAT32_MAX:.7g} (float32, the precision "
+                    "the model computes in).")
     return rows
+
+
+def _features_request(width: int | None) -> Any:
+    """The /predict body as a pydantic model, for ``width`` features per row (None: any)."""
+    from pydantic import Field, create_model
+
+    value = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+    if width is None:
+        row = Annotated[list[value], Field(min_length=1)]
+    else:
+        row = Annotated[list[value], Field(min_length=width, max_length=width,
+                                           description=f"{width} numbers: one example.")]
+    return create_model(
+        "PredictRequest",
+        features=(Union[Annotated[list[row], Field(min_length=1)], row],
+                  Field(description="Rows of features (or one row), as many per row as the "
+                                    "served model has inputs.")),
+    )
+
+
+class OnlineHealth(BaseModel):
+    status: Literal["alive"]
+    uptime_s: float
+
+
+class OnlineReady(BaseModel):
+    status: Literal["ready"]
+    model: str
+    version: int
+    source: Literal["registry", "cache"] = Field(
+        description='"cache" when the registry could not be asked and the last good model serves.')
+
+
+class OnlineUnready(BaseModel):
+    status: Literal["unready"]
+    detail: str = Field(description="Why no model is served, and whether the cache fallback is on.")
+
+
+class OnlinePrediction(BaseModel):
+    predictions: list[Union[int, float, str]] = Field(description="One per row, in order.")
+    model_version: int
+    source: Literal["registry", "cache"]
+
+
+class LoaderStatus(BaseModel):
+    model: str
+    version: int | None
+    sha256: str | None
+    source: Literal["registry", "cache"] | None
+    last_error: str | None
+    checks_ok: int
+    checks_failed: int
+    switches: dict[str, bool]
+    breaker_state: str | None = Field(description='"closed", "open" or "half-open"; null without a breaker.')
+    breaker_timeline: list[dict[str, Any]]
+    events: list[dict[str, Any]]
 
 
 def create_online_app(loader: ModelLoader, replica: str = "online-api"):
     """Build the online scoring API around ``loader`` (the reload loop runs elsewhere)."""
-    app = FastAPI(title="hadrlab online scoring API", docs_url=None, redoc_url=None)
+    app = FastAPI(title="hadrlab online scoring API", version="1",
+                  description="Serves the registry's production model, with retries, a circuit "
+                              "breaker and a cached-model fallback between it and the registry.")
     requests: Counter[tuple[str, int]] = Counter()
     started_at = time.time()
+    unready_doc = {503: {"model": OnlineUnready, "description": "No model is served (yet, or any more)."}}
 
     def unready() -> Response:
         detail = (f"No model is being served: {loader.last_error or 'still loading'}. "
                   f"(cache fallback {'on' if loader.cache_fallback else 'off'})")
         return JSONResponse({"status": "unready", "detail": detail}, status_code=503)
+
+    def width() -> int | None:
+        model = loader.current
+        return getattr(model.estimator, "n_features_in_", None) if model else None
 
     @app.middleware("http")
     async def count(request: Request, call_next):
@@ -479,37 +558,50 @@ def create_online_app(loader: ModelLoader, replica: str = "online-api"):
         response.headers["X-Replica"] = replica
         return response
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=OnlineHealth)
     async def healthz() -> Response:
+        """Liveness: 200 as soon as the process serves, model or not."""
         return JSONResponse({"status": "alive", "uptime_s": round(time.time() - started_at, 3)})
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_model=OnlineReady, responses=unready_doc)
     async def readyz() -> Response:
+        """Readiness: 200 while a model is served (from the registry or the cache)."""
         model = loader.current
         if model is None:
             return unready()
         return JSONResponse({"status": "ready", "model": model.name, "version": model.version,
                              "source": model.source})
 
-    @app.get("/status")
+    @app.get("/status", response_model=LoaderStatus)
     async def status() -> Response:
+        """What the loader serves and why: switches, breaker state and its timeline, events."""
         return JSONResponse(loader.status())
 
-    @app.post("/predict")
+    @app.post("/predict", response_model=OnlinePrediction,
+              responses={200: {"headers": {"X-Model-Source": {
+                  "description": '"registry" or "cache".', "schema": {"type": "string"}}}},
+                  **errors(422), **unready_doc},
+              openapi_extra=apidocs.json_body(_features_request(None)))
     async def predict(request: Request) -> Response:
+        """Predict one row or a batch of rows with the served model."""
         model = loader.current
         if model is None:
             return unready()
         try:
             body = json.loads(await request.body())
+        except ValueError as exc:
+            return JSONResponse({"detail": f"The request body is not valid JSON ({exc}). Send "
+                                           '{"features": [[numbers], ...]}.'}, status_code=422)
+        try:
             rows = _parse_features(body, getattr(model.estimator, "n_features_in_", None))
         except ValueError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422)
         return JSONResponse({"predictions": model.predict(rows), "model_version": model.version,
                              "source": model.source}, headers={"X-Model-Source": model.source})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PrometheusText, responses=METRICS)
     async def metrics() -> Response:
+        """Requests by path and status, readiness, the served version, registry checks, breaker."""
         model = loader.current
         text = MetricsText()
         text.family("online_api_requests_total", "counter", "HTTP requests answered, by path and status.")
@@ -527,8 +619,25 @@ def create_online_app(loader: ModelLoader, replica: str = "online-api"):
         if loader.breaker is not None:
             text.family("online_api_breaker_open", "gauge", "1 while the registry breaker is open.")
             text.sample("online_api_breaker_open", int(loader.breaker.current_state == "open"))
-        return PlainTextResponse(text.render(), media_type=CONTENT_TYPE)
+        return PrometheusText(text.render(), media_type=CONTENT_TYPE)
 
+    # The /predict body depends on the served model (its number of inputs): the document is
+    # rebuilt when that changes.
+    generate = app.openapi
+    documented: dict[str, Any] = {}
+
+    def openapi() -> dict:
+        features = width()
+        if documented.get("width", -1) != features:
+            app.openapi_schema = None
+            doc = generate()
+            doc["paths"]["/predict"]["post"].update(apidocs.json_body(
+                _features_request(features), example={"features": [[0.0] * (features or 1)]}))
+            documented["width"] = features
+        return app.openapi_schema
+
+    app.openapi = openapi
+    apidocs.allow_header(app)
     return app
 
 

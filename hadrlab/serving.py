@@ -24,6 +24,7 @@ Endpoints:
     GET  /readyz    readiness: 200 once the model is loaded and warm, 503 before that and
                     from the moment a SIGTERM arrives
     GET  /metrics   Prometheus text: requests, errors, predict latency, readiness, in-flight
+    GET  /docs      the OpenAPI document (/openapi.json) as a page where requests can be tried
 
 Life of a replica: the server binds its port and answers /healthz at once; the model loads
 in a background task (delay, then train-or-load, then one warm-up prediction), and only
@@ -53,11 +54,15 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from hadrlab import apidocs
+from hadrlab.apidocs import METRICS, ErrorBody, PrometheusText, errors
 
 from hadrlab.exposition import CONTENT_TYPE, Histogram, MetricsText, parse_metrics
 from hadrlab.processes import HOST, Child, find_free_port, start_process, wait_for_http
@@ -280,23 +285,76 @@ class _Instrumentation:
             metrics.observe(path, status, time.perf_counter() - start)
 
 
+Pixel = Annotated[float, Field(ge=0, le=16, description="A pixel intensity, 0-16.")]
+FlatImage = Annotated[list[Pixel], Field(min_length=64, max_length=64, description="64 numbers.")]
+GridImage = Annotated[list[Annotated[list[Pixel], Field(min_length=8, max_length=8)]],
+                      Field(min_length=8, max_length=8, description="8 rows of 8 numbers.")]
+Image = Union[FlatImage, GridImage]
+
+
+class OneImage(BaseModel):
+    """One image: ``{"image": IMAGE}`` (other fields are ignored)."""
+
+    # Either "image" or "images", never both: parse_images refuses a body with both.
+    model_config = ConfigDict(json_schema_extra={"not": {"required": ["images"]}})
+    image: Image
+
+
+class Health(BaseModel):
+    status: Literal["alive"]
+    replica: str
+    uptime_s: float
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    model_version: str
+    replica: str
+
+
+class Unready(BaseModel):
+    status: Literal["unready"]
+    detail: str = Field(description="Loading, failed to load (with the error), or draining after SIGTERM.")
+
+
+class Prediction(BaseModel):
+    predictions: list[int] = Field(description="One digit (0-9) per image, in order.")
+    model_version: str
+    replica: str
+
+
+def predict_request(max_batch: int) -> Any:
+    """The /predict body, one image or a batch of at most ``max_batch``, as a pydantic type."""
+    many = create_model(
+        "ManyImages",
+        __config__=ConfigDict(json_schema_extra={"not": {"required": ["image"]}}),
+        images=(Annotated[list[Image], Field(min_length=1, max_length=max_batch)],
+                Field(description=f"1 to {max_batch} images (MAX_BATCH); more answer 413.")),
+    )
+    return Union[OneImage, many]
+
+
 def create_app(state: ReplicaState) -> FastAPI:
     """Build the FastAPI app of one replica around ``state`` (the model is loaded elsewhere)."""
     from hadrlab.model import InvalidInput, parse_images
 
     settings = state.settings
-    # No /docs: its page pulls scripts from a CDN, and the labs stay on loopback.
-    app = FastAPI(title="hadrlab model API", docs_url=None, redoc_url=None)
+    app = FastAPI(title="hadrlab model API", version="1",
+                  description="A digits classifier: POST 8x8 images (pixels 0-16), get digits back. "
+                              "Every answer carries the header X-Replica.")
+    unready_doc = {503: {"model": Unready, "description": "Not ready: loading, failed, or draining."}}
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health)
     async def healthz() -> Response:
+        """Liveness: 200 as soon as the process serves, before the model is loaded."""
         return JSONResponse(
             {"status": "alive", "replica": settings.replica,
              "uptime_s": round(time.time() - state.started_at, 3)}
         )
 
-    @app.get("/readyz")
+    @app.get("/readyz", response_model=Ready, responses=unready_doc)
     async def readyz() -> Response:
+        """Readiness: 200 once the model is loaded and warm; 503 before, and after SIGTERM."""
         if state.ready:
             return JSONResponse(
                 {"status": "ready", "model_version": settings.model_version,
@@ -310,14 +368,19 @@ def create_app(state: ReplicaState) -> FastAPI:
             detail = NOT_LOADED
         return JSONResponse({"status": "unready", "detail": detail}, status_code=503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PrometheusText, responses=METRICS)
     async def metrics() -> Response:
-        return PlainTextResponse(
+        """Requests, errors, predict latency, in-flight requests, readiness, the model."""
+        return PrometheusText(
             state.metrics.render(state), media_type=CONTENT_TYPE
         )
 
-    @app.post("/predict")
+    @app.post("/predict", response_model=Prediction,
+              responses={**errors(413, 422), 503: {"model": ErrorBody, "description": NOT_LOADED}},
+              openapi_extra=apidocs.json_body(predict_request(settings.max_batch),
+                                              example={"image": [0] * 64}))
     async def predict(request: Request) -> Response:
+        """Classify one image ({"image": ...}) or a batch ({"images": [...]})."""
         model = state.model
         if model is None:
             return JSONResponse({"detail": NOT_LOADED}, status_code=503)
@@ -344,6 +407,7 @@ def create_app(state: ReplicaState) -> FastAPI:
         )
 
     app.add_middleware(_Instrumentation, state=state)
+    apidocs.allow_header(app)
     return app
 
 

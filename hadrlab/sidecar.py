@@ -21,6 +21,7 @@ Three parts:
                      "primary", "policy_error"}] (?since=<epoch s> returns only newer checks;
                      "policy_error" is "" unless the policy raised or answered no region)
       GET /metrics   Prometheus text
+      GET /docs      the OpenAPI document (/openapi.json) as a page where requests can be tried
 
   It POSTs Alertmanager-style alerts to ALERT_URL when reads switch region (ReadFailover
   firing / resolved), when a region goes down or comes back (RegionDown), and when the
@@ -35,6 +36,8 @@ Three parts:
   a region while the other one is fit, whatever the policy answers.
 - **The alert receiver** (``python -m hadrlab.sidecar alerts``): a webhook that stores what
   it receives and lists it at GET /alerts, each alert with its receive time ``t``.
+
+Both are FastAPI apps served by uvicorn (:func:`create_sidecar_app`, :func:`create_receiver_app`).
 
 Environment of the sidecar::
 
@@ -78,21 +81,27 @@ import datetime as dt
 import importlib
 import json
 import logging
+import math
 import os
 import queue
-import signal
+import re
 import sys
 import threading
 import time
-import urllib.parse
 import urllib.request
 from collections import Counter, deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from hadrlab import apidocs
+from hadrlab.apidocs import METRICS, PrometheusText
 
 from hadrlab.exposition import CONTENT_TYPE, MetricsText
 from hadrlab.processes import HOST, Child, find_free_port, home_dir, start_process, wait_for_http
@@ -109,6 +118,8 @@ __all__ = [
     "start_sidecar",
     "start_alert_receiver",
     "fetch_alerts",
+    "create_sidecar_app",
+    "create_receiver_app",
 ]
 
 logger = logging.getLogger("hadrlab.sidecar")
@@ -766,61 +777,266 @@ class Sidecar:
 
 # --------------------------------------------------------------------------- HTTP
 
-
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "hadrlab"
-    routes: dict[str, Any] = {}
-
-    def log_message(self, fmt: str, *args: Any) -> None:  # no access log: one line per request is noise
-        pass
-
-    def reply(self, status: int, body: Any, content_type: str = "application/json") -> None:
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        url = urllib.parse.urlsplit(self.path)
-        route = self.routes.get(("GET", url.path))
-        if route is None:
-            self.reply(404, {"detail": f"No GET {url.path} here; try {sorted(p for m, p in self.routes if m == 'GET')}."})
-            return
-        route(self, dict(urllib.parse.parse_qsl(url.query)))
-
-    def do_POST(self) -> None:
-        url = urllib.parse.urlsplit(self.path)
-        route = self.routes.get(("POST", url.path))
-        if route is None:
-            self.reply(404, {"detail": f"No POST {url.path} here."})
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        route(self, self.rfile.read(length))
-
-    def do_DELETE(self) -> None:
-        route = self.routes.get(("DELETE", urllib.parse.urlsplit(self.path).path))
-        if route is None:
-            self.reply(404, {"detail": "Nothing to delete here."})
-            return
-        route(self, None)
+# What GET /state, /history and the alert receiver answer, and what the receiver takes: the
+# OpenAPI document of each server (/openapi.json, /docs) is built from these.
 
 
-def _serve(port: int, routes: dict, stop: threading.Event | None = None) -> None:
-    handler = type("Handler", (_Handler,), {"routes": routes})
-    server = ThreadingHTTPServer((os.environ.get("HOST") or HOST, port), handler)
-    server.daemon_threads = True
+class RegionView(BaseModel):
+    region: Literal["a", "b"]
+    address: str
+    ok: bool | None = Field(description="The last check's result; null before the first.")
+    latency_ms: float | None
+    error: str
+    t: float | None
+    role: str | None = Field(description='"master" or "slave", from its last INFO replication.')
+    untrusted: str = Field(description="Why its data cannot be trusted now; empty if it can.")
+    consecutive_bad: int
+    consecutive_good: int
+    down_since: float | None
 
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop is not None:
-            stop.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.serve_forever(poll_interval=0.2)
-    server.server_close()
+class PolicyErrors(BaseModel):
+    count: int
+    last: dict[str, Any] | None
+    recent: list[dict[str, Any]]
+
+
+class AlertCounts(BaseModel):
+    sent: int
+    failed: int
+
+
+class SidecarState(BaseModel):
+    read_region: Literal["a", "b"] = Field(description="The region that should serve feature reads.")
+    since: float = Field(description="Epoch seconds of the last switch (or the start).")
+    t: float
+    primary: RegionView
+    secondary: RegionView
+    decisions: list[dict[str, Any]] = Field(description="The last switches: t, from, to, reason.")
+    policy: str
+    elected: dict[str, Any] = Field(description="What the Sentinels elected: address, region, sentinel, t, error.")
+    primary_moves: list[dict[str, Any]]
+    check_interval_ms: float
+    policy_errors: PolicyErrors
+    alerts: AlertCounts
+
+
+class CheckRecord(BaseModel):
+    t: float
+    region: Literal["a", "b"]
+    ok: bool
+    latency_ms: float | None
+    error: str
+    read_region: Literal["a", "b"]
+    primary: Literal["a", "b"]
+    policy_error: str = Field(description="Empty unless the policy raised or answered no region.")
+
+
+class Alive(BaseModel):
+    status: Literal["alive"]
+
+
+class Alert(BaseModel):
+    """One alert, as Alertmanager describes it (other fields are kept out of the listing)."""
+
+    # Not "alerts": an object with that field is a webhook body.
+    model_config = ConfigDict(extra="allow", json_schema_extra={"not": {"required": ["alerts"]}})
+    status: str = Field(None, description='"firing" or "resolved".')
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    startsAt: str = Field(None, description="RFC 3339.")
+    endsAt: str = Field(None, description='RFC 3339; "0001-01-01T00:00:00Z" while firing.')
+
+
+class Webhook(BaseModel):
+    """Alertmanager's webhook body: the alerts of one group, and the route (receiver)."""
+
+    model_config = ConfigDict(extra="allow")
+    alerts: list[Alert]
+    receiver: str = Field(None, description='The route that delivered it: "page", "ticket", ...')
+    status: str = Field(None)
+
+
+AlertsBody = Union[Webhook, list[Alert], Alert]
+
+
+class ReceivedAlert(BaseModel):
+    t: float = Field(description="Epoch seconds when the receiver got it.")
+    status: str
+    receiver: str
+    alertname: str
+    region: str
+    summary: str
+    startsAt: str
+    endsAt: str
+    labels: dict[str, str]
+
+
+class Received(BaseModel):
+    received: int = Field(description="How many alerts the body carried.")
+
+
+class Cleared(BaseModel):
+    cleared: int
+
+
+_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+Since = Annotated[str, Query(description="Only checks newer than this, epoch seconds.",
+                             json_schema_extra={"type": "number", "default": 0})]
+
+
+def _since(raw: str) -> float:
+    if _NUMBER.fullmatch(raw) and math.isfinite(value := float(raw)):
+        return value
+    raise ValueError(f"since must be a number of epoch seconds, e.g. ?since={time.time():.1f} "
+                     f"(or left out for every check); got {raw!r}.")
+
+
+def create_sidecar_app(sidecar: Sidecar) -> Any:
+    """The sidecar's HTTP API around a running :class:`Sidecar`: /state, /history, /metrics."""
+    app = FastAPI(title="hadrlab health-checking sidecar", version="1",
+                  description="Which feature-store region should serve reads, and why: the "
+                              "checks of both regions, the policy's decisions, the Sentinels' choice.")
+
+    # Plain functions: FastAPI runs them in its thread pool, so waiting for the checker's
+    # lock never stalls the event loop.
+    @app.get("/state", response_model=SidecarState)
+    def state() -> Response:
+        """The read region now, both regions' last checks, recent decisions and policy errors."""
+        return JSONResponse(sidecar.state())
+
+    @app.get("/healthz", response_model=Alive)
+    def healthz() -> Response:
+        """Liveness: 200 while the process serves."""
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/history", response_model=list[CheckRecord], responses=apidocs.errors(422))
+    def history(since: Since = "0") -> Response:
+        """The check log, oldest first: one record per region and round."""
+        try:
+            after = _since(since)
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse(sidecar.history_since(after))
+
+    @app.get("/metrics", response_class=PrometheusText, responses=METRICS)
+    def metrics() -> Response:
+        """Read region, checks, latencies, regions up and trusted, switches, policy errors, alerts."""
+        return PrometheusText(sidecar.metrics(), media_type=CONTENT_TYPE)
+
+    apidocs.allow_header(app)
+    return app
+
+
+def _alerts_of(body: Any) -> tuple[list[dict], dict]:
+    """The alerts of a webhook body, a list of alerts or one alert, and the envelope."""
+    example = ('Send Alertmanager webhook JSON {"receiver": "page", "alerts": [{"status": "firing", '
+               '"labels": {"alertname": "RegionDown"}}]}, a list of alerts, or one alert')
+    if isinstance(body, dict) and "alerts" in body:
+        envelope, alerts = body, body["alerts"]
+        if not isinstance(alerts, list):
+            raise ValueError(f'"alerts" must be a list of alert objects. {example}.')
+        for key in ("receiver", "status"):
+            if key in envelope and not isinstance(envelope[key], str):
+                raise ValueError(f'"{key}" must be a string. {example}.')
+    elif isinstance(body, list):
+        envelope, alerts = {}, body
+    elif isinstance(body, dict):
+        envelope, alerts = {}, [body]
+    else:
+        raise ValueError(f"{example}; got {type(body).__name__}.")
+    for i, item in enumerate(alerts):
+        if not isinstance(item, dict):
+            raise ValueError(f"Alert {i} must be an object; got {type(item).__name__}. {example}.")
+        if "alerts" in item:
+            raise ValueError(f'Alert {i} has a field "alerts": send one webhook body, not a list '
+                             f"of them. {example}.")
+        for key in ("status", "startsAt", "endsAt"):
+            if key in item and not isinstance(item[key], str):
+                raise ValueError(f'Alert {i}: "{key}" must be a string. {example}.')
+        for key in ("labels", "annotations"):
+            value = item.get(key)
+            if value is not None and not (isinstance(value, dict)
+                                          and all(isinstance(v, str) for v in value.values())):
+                raise ValueError(f'Alert {i}: "{key}" must be an object of strings. {example}.')
+    return alerts, envelope
+
+
+def create_receiver_app() -> Any:
+    """The alert receiver: a webhook that keeps what it gets and lists it at GET /alerts."""
+    app = FastAPI(title="hadrlab alert receiver", version="1",
+                  description="Receives Alertmanager-style webhooks (from Alertmanager or the "
+                              "sidecar) and lists every alert with the time it arrived.")
+    received: list[dict] = []
+    lock = threading.Lock()
+    doc = {"response_model": Received, "responses": apidocs.errors(400, 422),
+           "openapi_extra": apidocs.json_body(AlertsBody, example={
+               "receiver": "page", "status": "firing",
+               "alerts": [{"status": "firing", "labels": {"alertname": "RegionDown", "region": "a"},
+                           "annotations": {"summary": "Region a is down."}}]})}
+
+    async def post(request: Request) -> Response:
+        """Store the alerts of a webhook body, a list of alerts, or one alert."""
+        raw = await request.body()
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError as exc:
+            return JSONResponse({"detail": f"The body is not JSON ({exc}); send Alertmanager webhook JSON."},
+                                status_code=400)
+        try:
+            alerts, envelope = _alerts_of(body)
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        t = time.time()
+        rows = []
+        for item in alerts:
+            labels, notes = item.get("labels") or {}, item.get("annotations") or {}
+            rows.append({"t": t, "status": item.get("status", envelope.get("status", "")),
+                         # Alertmanager's webhook names the route that delivered it: "page", "ticket".
+                         "receiver": envelope.get("receiver", ""),
+                         "alertname": labels.get("alertname", ""), "region": labels.get("region", ""),
+                         "summary": notes.get("summary", ""), "startsAt": item.get("startsAt", ""),
+                         "endsAt": item.get("endsAt", ""), "labels": labels})
+        with lock:
+            received.extend(rows)
+        for row in rows:
+            logger.info("Alert %s %s region=%s: %s", row["status"], row["alertname"], row["region"], row["summary"])
+        return JSONResponse({"received": len(rows)})
+
+    for path in ("/alerts", "/", "/api/v2/alerts"):
+        app.post(path, **doc)(post)
+
+    @app.get("/alerts", response_model=list[ReceivedAlert])
+    def listing() -> Response:
+        """Every alert received, oldest first."""
+        with lock:
+            return JSONResponse(list(received))
+
+    @app.delete("/alerts", response_model=Cleared)
+    def clear() -> Response:
+        """Forget every alert received; say how many there were."""
+        with lock:
+            n = len(received)
+            received.clear()
+        return JSONResponse({"cleared": n})
+
+    @app.get("/healthz", response_model=Alive)
+    def healthz() -> Response:
+        """Liveness: 200 while the process serves."""
+        return JSONResponse({"status": "alive"})
+
+    apidocs.allow_header(app)
+    return app
+
+
+def _serve(app: Any, port: int, stop: threading.Event | None = None) -> None:
+    import uvicorn
+
+    # uvicorn's handlers turn SIGTERM and Ctrl+C into a graceful shutdown.
+    uvicorn.Server(uvicorn.Config(app, host=os.environ.get("HOST") or HOST, port=port, access_log=False,
+                                  log_config=None, log_level="warning", lifespan="off")).run()
+    if stop is not None:
+        stop.set()
 
 
 def _run_sidecar() -> int:
@@ -840,13 +1056,7 @@ def _run_sidecar() -> int:
                 sidecar.policy, os.environ.get("ALERT_URL") or "(nowhere)")
     sidecar.check_once()  # /state has real checks from the first answer on
     threading.Thread(target=sidecar.run, name="checker", daemon=True).start()
-    routes = {
-        ("GET", "/state"): lambda h, q: h.reply(200, sidecar.state()),
-        ("GET", "/healthz"): lambda h, q: h.reply(200, {"status": "alive"}),
-        ("GET", "/history"): lambda h, q: h.reply(200, sidecar.history_since(float(q.get("since", 0)))),
-        ("GET", "/metrics"): lambda h, q: h.reply(200, sidecar.metrics(), CONTENT_TYPE),
-    }
-    _serve(port, routes, sidecar.stopped)
+    _serve(create_sidecar_app(sidecar), port, sidecar.stopped)
     return 0
 
 
@@ -856,50 +1066,8 @@ def _run_receiver() -> int:
     except ValueError:
         logger.error("PORT is not set or not a number, e.g. `PORT=9093 python -m hadrlab.sidecar alerts`.")
         return 2
-    received: list[dict] = []
-    lock = threading.Lock()
-
-    def post(handler: _Handler, raw: bytes) -> None:
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError as exc:
-            handler.reply(400, {"detail": f"The body is not JSON ({exc}); send Alertmanager webhook JSON."})
-            return
-        # Accept a webhook body ({"alerts": [...]}), a list of alerts (Alertmanager's API) or one alert.
-        alerts = body.get("alerts", [body]) if isinstance(body, dict) else body if isinstance(body, list) else []
-        t = time.time()
-        rows = []
-        for item in alerts:
-            if not isinstance(item, dict):
-                continue
-            labels, notes = item.get("labels") or {}, item.get("annotations") or {}
-            rows.append({"t": t, "status": item.get("status", body.get("status", "") if isinstance(body, dict) else ""),
-                         # Alertmanager's webhook names the route that delivered it: "page", "ticket".
-                         "receiver": body.get("receiver", "") if isinstance(body, dict) else "",
-                         "alertname": labels.get("alertname", ""), "region": labels.get("region", ""),
-                         "summary": notes.get("summary", ""), "startsAt": item.get("startsAt", ""),
-                         "endsAt": item.get("endsAt", ""), "labels": labels})
-        with lock:
-            received.extend(rows)
-        for row in rows:
-            logger.info("Alert %s %s region=%s: %s", row["status"], row["alertname"], row["region"], row["summary"])
-        handler.reply(200, {"received": len(rows)})
-
-    def clear(handler: _Handler, _: Any) -> None:
-        with lock:
-            n = len(received)
-            received.clear()
-        handler.reply(200, {"cleared": n})
-
-    def listing(handler: _Handler, q: dict) -> None:
-        with lock:
-            handler.reply(200, list(received))
-
-    routes = {("POST", "/alerts"): post, ("POST", "/"): post, ("POST", "/api/v2/alerts"): post,
-              ("GET", "/alerts"): listing, ("DELETE", "/alerts"): clear,
-              ("GET", "/healthz"): lambda h, q: h.reply(200, {"status": "alive"})}
     logger.info("Alert receiver on %s:%d: POST alerts to /alerts, list them at GET /alerts.", HOST, port)
-    _serve(port, routes)
+    _serve(create_receiver_app(), port)
     return 0
 
 

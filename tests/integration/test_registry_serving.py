@@ -116,3 +116,24 @@ def test_without_cache_fallback_a_registry_outage_makes_serving_unready(registry
         assert predict.status_code == 503
     finally:
         api.stop()
+
+
+def test_features_beyond_float32_or_not_finite_get_422_not_500(registry, tmp_path):
+    # The tree computes in float32: 1e39 overflowed inside predict() and answered 500.
+    api = start_online_api("online-float32", registry=registry, cache_dir=tmp_path / "cache")
+    try:
+        row = list(registry.rows[0])
+        for bad, raw in ((1e39, None), (-1e39, None), (None, b"1e999"), (None, b"NaN")):
+            if raw is None:
+                answer = httpx.post(f"{api.url}/predict", json={"features": [row[:-1] + [bad]]}, timeout=5)
+            else:
+                body = b'{"features": [[' + b", ".join([b"0"] * 63 + [raw]) + b"]]}"
+                answer = httpx.post(f"{api.url}/predict", content=body, timeout=5,
+                                    headers={"Content-Type": "application/json"})
+            assert answer.status_code == 422, (bad, raw, answer.text)
+            assert "Row 0, feature 63" in answer.json()["detail"]
+            assert "finite number between" in answer.json()["detail"]
+        ok = httpx.post(f"{api.url}/predict", json={"features": [row[:-1] + [3.4e38]]}, timeout=5)
+        assert ok.status_code == 200, ok.text
+    finally:
+        api.stop()

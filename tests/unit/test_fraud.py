@@ -149,3 +149,20 @@ def test_write_features_pipelines_one_hash_per_card_shifted_to_now():
     stored = fake.hashes[f"features:card:{last.card_id}"]
     assert abs(stored["last_t"] - time.time()) < 5  # the last transaction happened "now"
     assert stored["seq"] == 500
+
+
+@pytest.mark.parametrize("field, value", [("amount", "12.5"), ("amount", True), ("card_id", 5)])
+def test_the_scoring_api_takes_the_types_its_document_declares_and_no_lookalikes(field, value):
+    from fastapi.testclient import TestClient
+
+    from hadrlab.fraud import create_api
+
+    # No lifespan (no `with`): validation answers before any Redis call or model load.
+    http = TestClient(create_api({"REDIS_A": "127.0.0.1:1"}))
+    body = {"card_id": "card-00001", "amount": 12.5, "merchant_category": "grocery", field: value}
+    answer = http.post("/score", json=body)
+    assert answer.status_code == 422, answer.text
+    assert f"field '{field}'" in answer.json()["detail"]
+    unreadable = http.post("/score", content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
+    assert unreadable.status_code == 400
+    assert "send JSON text, UTF-8 encoded" in unreadable.json()["detail"]

@@ -248,3 +248,12 @@ def test_with_retries_on_each_check_tries_the_stated_number_of_times(fake, tmp_p
     calls_before = fake.calls
     loader.refresh()
     assert fake.calls - calls_before == 3
+
+
+@pytest.mark.parametrize("value", [1e39, -1e39, float("inf"), float("nan")])
+def test_online_features_outside_float32_are_refused_with_the_range(value):
+    from hadrlab.resilience import FLOAT32_MAX, _parse_features
+
+    with pytest.raises(ValueError, match=r"Row 1, feature 2 is .*finite number between"):
+        _parse_features({"features": [[0, 0, 0], [0, 0, value]]}, 3)
+    assert _parse_features({"features": [0, 0, FLOAT32_MAX]}, 3) == [[0, 0, FLOAT32_MAX]]
