@@ -349,12 +349,13 @@ def _alertmanager_config(receiver_url: str | None, group_wait_s: float) -> dict:
             "routes": [{"matchers": ['severity="page"'], "receiver": "page"}],
         },
         "receivers": receivers,
-        # A region known to be down explains the symptoms in it: page for the cause once,
-        # not for every SLO it burns.
+        # A region known to be down explains the slow budget burn it causes: one ticket for the
+        # cause, not another for each SLO it nibbles at. Never a page: users who are failing
+        # now need a person now, whatever ticket explains it. (No `equal`: the burn-rate alerts
+        # are per service and carry no region label, so `equal: [region]` would never match.)
         "inhibit_rules": [{
             "source_matchers": ['alertname="RegionDown"'],
-            "target_matchers": ['kind="symptom"'],
-            "equal": ["region"],
+            "target_matchers": ['kind="symptom"', 'severity="ticket"'],
         }],
     }
 

@@ -303,6 +303,11 @@ answer = httpx.post(url + "/predict", json=hadrlab.predict_payload(3, seed=1)).j
 print("steady state: predictions", answer["predictions"], "from", answer["replica"])
 """)
 md("""
+To send a request by hand, open `url + "/docs"` in a browser (`print(url)` shows the address): the
+model API's own OpenAPI page, reached through the Service, with the body `POST /predict` takes and
+every answer it can give (200, 413, 422, 503).
+""")
+md("""
 *Inject.* Start the load, and `FAULT_AT_S` seconds into it kill the replica (SIGKILL, as a crash
 or an out-of-memory kill would).
 """)

@@ -400,6 +400,11 @@ txn = TXNS.iloc[-1][["card_id", "amount", "merchant_category"]].to_dict()
 answer = httpx.post(api.url + "/score", json=txn, timeout=5).json()
 {k: answer[k] for k in ("card_id", "decision", "features_region", "region_source", "feature_age_s")}
 """)
+md("""
+Each of these services documents itself: open `api.url + "/docs"`, `sidecar.url + "/docs"` or
+`receiver.url + "/docs"` in a browser to read and try their requests (`POST /score` with its field
+limits, the sidecar's `/state` and `/history`, the receiver's `/alerts`).
+""")
 
 # ----------------------------------------------------------------------------- Experiments
 md("""
@@ -737,7 +742,11 @@ if mon:
     pages = [r for r in rows if r["from"] == "Alertmanager, route page" and r["status"] == "firing"]
     print(f"{len(rows)} notifications since the first drill; {len(pages)} pages; POST /score availability "
           f"{100 * sli['availability']:.3f} % over {int(sli['requests'])} answers (Prometheus)")
-    display(pd.DataFrame(rows).drop_duplicates(["status", "alert", "from"]) if rows else "no notification")
+    if rows:  # one line per kind of notification: how many, and when the first arrived
+        display(pd.DataFrame(rows).groupby(["from", "severity", "alert", "status"])
+                .agg(notifications=("at_s", "size"), first_at_s=("at_s", "min")))
+    else:
+        print("no notification")
 """)
 code("""
 if mon:

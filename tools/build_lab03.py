@@ -162,6 +162,11 @@ baseline = start_pipeline(hadrlab.UNHARDENED, name="baseline")
 baseline
 """)
 md("""
+The registry and the online API document themselves: `baseline.registry.url + "/docs"` (press
+"Authorize" and paste `baseline.registry.token`: every registry request needs that bearer token)
+and `baseline.online.url + "/docs"`, to read and try their requests while the lab runs.
+""")
+md("""
 One function runs every experiment against a pipeline: it writes each template with the
 pipeline's configuration into a run folder, and runs `chaos run` there (log and `journal.json`
 stay in that folder). The feature store (two Redis regions and three Sentinels) starts only for

@@ -166,3 +166,12 @@ def test_the_scoring_api_takes_the_types_its_document_declares_and_no_lookalikes
     unreadable = http.post("/score", content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
     assert unreadable.status_code == 400
     assert "send JSON text, UTF-8 encoded" in unreadable.json()["detail"]
+
+
+def test_the_error_series_of_the_scoring_sli_exists_before_the_first_error():
+    """rate() needs two samples: a 503 series born at 1 would hide the first outage's first errors."""
+    from hadrlab.fraud import _ApiMetrics
+
+    text = _ApiMetrics().render()
+    assert 'fraud_api_requests_total{region="none",status="503"} 0' in text
+    assert 'fraud_api_requests_total{region="a",status="200"} 0' in text
