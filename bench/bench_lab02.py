@@ -7,6 +7,7 @@ Real ``redis-server`` and Sentinel processes in two "regions" behind fault proxi
     bench_lab02_reads      read_failover_s, read_failover_bound_s, read_failover_ratio
     bench_lab02_rpo        rpo_lost_acked_writes_wait, rpo_lost_acked_writes_async,
                            wait_throughput_ratio_cross_region
+    bench_lab02_spike      spike_failovers_down_after_below_2rtt, spike_failovers_down_after_above_2rtt
 """
 
 from __future__ import annotations
@@ -142,3 +143,50 @@ def bench_lab02_rpo() -> list[Figure]:
                f"{wait_rate:.0f} writes/s, SET alone {async_rate:.0f} writes/s"),
     ]
 
+
+
+SPIKE_MS = 300  # each way: a 600 ms round trip
+SPIKE_HOLD_S = 4.0
+SPIKE_TRIALS = 2
+LINK_AGE_S = 16  # Sentinel reconnects only links older than its minimum reconnect period (15 s)
+
+
+def _spike_failovers(down_after_ms: int) -> tuple[int, list[str]]:
+    from hadrlab.featurestore import start_feature_store
+
+    failovers, notes = 0, []
+    for _ in range(SPIKE_TRIALS):
+        with start_feature_store(down_after_ms=down_after_ms, cross_region_latency_ms=5) as fs:
+            time.sleep(LINK_AGE_S)
+            began = time.time()
+            fs.delay_region("a", SPIKE_MS)
+            time.sleep(SPIKE_HOLD_S)
+            fs.heal()
+            time.sleep(2)
+            events = fs.events(since=began)
+            moved = fs.current_primary() != "a"
+            failovers += moved
+            first = events.loc[events["kind"] == "+sdown", "t"].min()
+            notes.append(f"primary {'moved' if moved else 'stayed'}"
+                         + (f", +sdown {first - began:.2f} s into the spike" if first == first else ""))
+    return failovers, notes
+
+
+def bench_lab02_spike() -> list[Figure]:
+    """A latency spike that a failover should ride out, against down-after below and above 2 x its round trip.
+
+    Sentinel closes and reopens a link whose PING has waited half of down-after; the new
+    connection's PING crosses the same slow network, so the PING stays unanswered past
+    down-after whenever the round trip exceeds half of it (Lab 02, Exercise 1).
+    """
+    rtt = 2 * SPIKE_MS
+    below, above = int(1.67 * rtt), int(2.17 * rtt)  # 1000 ms and 1300 ms for a 600 ms round trip
+    n_below, notes_below = _spike_failovers(below)
+    n_above, notes_above = _spike_failovers(above)
+    common = f"{SPIKE_TRIALS} spikes of {SPIKE_MS} ms each way ({rtt} ms round trip) for {SPIKE_HOLD_S:g} s"
+    return [
+        Figure("spike_failovers_down_after_below_2rtt", n_below, "failovers", None, ">=",
+               f"down-after {below} ms (< 2 x {rtt} ms), {common}: " + "; ".join(notes_below)),
+        Figure("spike_failovers_down_after_above_2rtt", n_above, "failovers", 0, "<=",
+               f"down-after {above} ms (> 2 x {rtt} ms), {common}: " + "; ".join(notes_above)),
+    ]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import yaml
 
-__all__ = ["BURN_WINDOWS", "SLIS", "Sli", "default_time_scale", "render_rules", "window"]
+__all__ = ["BURN_WINDOWS", "LATENCY_HISTOGRAMS", "SLIS", "Sli", "default_time_scale", "render_rules", "window"]
 
 # (severity, long window s, short window s, burn rate): the SRE workbook's table above.
 BURN_WINDOWS: tuple[tuple[str, int, int, float], ...] = (
@@ -58,6 +58,15 @@ SLIS: tuple[Sli, ...] = (
         'online_api_requests_total{path="/predict",status=~"5.."}', "03"),
     Sli("registry", "registry_requests_total", 'registry_requests_total{status=~"5.."}', "03"),
 )
+
+
+# Latency SLIs: (service label, the histogram a server exports). Recorded as the 99th
+# percentile over the short page window (5 min in production), what a latency SLO is judged on.
+LATENCY_HISTOGRAMS: tuple[tuple[str, str], ...] = (
+    ("model-api", "model_api_predict_latency_seconds"),  # Lab 01: each replica's POST /predict
+    ("fraud-api", "fraud_api_score_latency_seconds"),  # Lab 02: POST /score
+)
+LATENCY_WINDOW_S = 300
 
 
 def default_time_scale(scrape_interval_s: float) -> float:
@@ -100,6 +109,13 @@ def render_rules(*, slo: float = 0.999, time_scale: float = 1.0) -> str:
             records.append({
                 "record": f"service:error_ratio:rate{_human(span)}",
                 "expr": _ratio(sli, lab),
+                "labels": {"service": sli.service},
+            })
+        latency = dict(LATENCY_HISTOGRAMS).get(sli.service)
+        if latency:
+            records.append({
+                "record": f"service:latency_seconds:p99_rate{_human(LATENCY_WINDOW_S)}",
+                "expr": f"histogram_quantile(0.99, sum by (le) (rate({latency}_bucket[{window(LATENCY_WINDOW_S, time_scale)}])))",
                 "labels": {"service": sli.service},
             })
         conditions = []

@@ -108,6 +108,18 @@ def test_alerts_on_synthetic_series(tmp_path):
                     {"eval_time": "90s", "alertname": "ErrorBudgetBurnFast", "exp_alerts": []},
                 ],
             },
+            {   # 100 answers/s of POST /score: 99 within 0.1 s, 1 between 0.1 and 0.5 s.
+                "interval": "1s",
+                "input_series": [
+                    {"series": 'fraud_api_score_latency_seconds_bucket{le="0.1"}', "values": "0+99x30"},
+                    {"series": 'fraud_api_score_latency_seconds_bucket{le="0.5"}', "values": "0+100x30"},
+                    {"series": 'fraud_api_score_latency_seconds_bucket{le="+Inf"}', "values": "0+100x30"}],
+                "promql_expr_test": [
+                    {"expr": 'service:latency_seconds:p99_rate5m{service="fraud-api"}', "eval_time": "20s",
+                     "exp_samples": [{"labels": 'service:latency_seconds:p99_rate5m{service="fraud-api"}',
+                                      "value": 0.1}]},
+                ],
+            },
             {   # The sidecar marks region a down at 10 s.
                 "interval": "1s",
                 "input_series": [{"series": 'sidecar_region_up{region="a"}', "values": "1x10 0x30"},
