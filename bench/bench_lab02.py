@@ -180,7 +180,7 @@ def bench_lab02_spike() -> list[Figure]:
     down-after whenever the round trip exceeds half of it (Lab 02, Exercise 1).
     """
     rtt = 2 * SPIKE_MS
-    below, above = int(1.67 * rtt), int(2.17 * rtt)  # 1000 ms and 1300 ms for a 600 ms round trip
+    below, above = rtt + 400, 2 * rtt + 100  # 1000 ms and 1300 ms for a 600 ms round trip
     n_below, notes_below = _spike_failovers(below)
     n_above, notes_above = _spike_failovers(above)
     common = f"{SPIKE_TRIALS} spikes of {SPIKE_MS} ms each way ({rtt} ms round trip) for {SPIKE_HOLD_S:g} s"

@@ -6,8 +6,12 @@ The alerts follow the multiwindow, multi-burn-rate form of the SRE workbook (cha
     severity  long window  short window  burn rate  budget spent when it fires
     page      1h           5m            14.4       2% in 1 h
     page      6h           30m           6          5% in 6 h
-    ticket    1d           2h            3          10% in 1 d
+    ticket    1d           2h            3          10% in 1 d   (not in the workbook's table: a
+                                                                  step between its two rows)
     ticket    3d           6h            1          10% in 3 d
+
+In a lab, a window longer than Prometheus has been running covers only the time since it
+started (at scale 75, the 6 h, 1 d and 3 d windows are 288 s, 1152 s and 3456 s).
 
 An alert fires when the error ratio over BOTH windows of a pair exceeds burn rate x the
 error budget (1 - SLO): the long window makes it significant, the short one makes it stop

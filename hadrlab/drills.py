@@ -618,7 +618,7 @@ def run_drill(
     # Only the first of each kind: a flapping signal would otherwise bury the timeline.
     events = events.drop_duplicates(subset=["kind"], keep="first").reset_index(drop=True)
 
-    alerts = pd.DataFrame(columns=["t", "status", "alertname", "region", "summary"])
+    alerts = pd.DataFrame(columns=["t", "status", "alertname", "region", "receiver", "summary"])
     if receiver is not None:
         # Alerts are sent from a queue in the sidecar: give the last one a moment to arrive.
         time.sleep(0.3)
@@ -627,10 +627,11 @@ def run_drill(
     notes = []
     if failover_expected is False and new != old:
         notes.append(f"Sentinel failed over during this drill (primary {old} -> {new}) although its fault "
-                     f"was not meant to cause one. A latency spike does that when its round trip exceeds half "
-                     f"of down-after-milliseconds: Sentinel closes a link whose PING has waited that long and "
-                     f"reconnects through the same slow network, so the PING stays unanswered past "
-                     f"down-after. Raise down_after_ms above 2 x the spike's round trip, or lower the spike")
+                     f"was not meant to cause one. A latency spike can do that when its round trip exceeds half "
+                     f"of down-after-milliseconds: Sentinel closes a link (older than 15 s) whose PING has "
+                     f"waited that long, and the down-after clock keeps running while the new connection's PING "
+                     f"crosses the same slow network, so a quorum of Sentinels can see the primary down. Raise "
+                     f"down_after_ms above 2 x the spike's round trip, or lower the spike")
     if failover_expected and new == old and fault_t is not None:
         notes.append(f"no failover was seen: region {old} was still the primary {ended - fault_t:.1f} s after the "
                      f"fault; the drill ended before Sentinel promoted the replica (down-after + the election): "
@@ -689,7 +690,14 @@ def wait_for_steady_state(fs: Any, sidecar: Any = None, *, name: str = "drill", 
             return False
         reads = primary
         if sidecar is not None:
-            reads = _get_json(f"{sidecar.url.rstrip('/')}/state").get("read_region")
+            state = _get_json(f"{sidecar.url.rstrip('/')}/state")
+            reads = state.get("read_region")
+            down = [v.get("region") for v in (state.get("primary") or {}, state.get("secondary") or {})
+                    if v.get("down_since") is not None]
+            if down:
+                seen["problem"] = (f"the sidecar still counts region {', '.join(map(str, down))} as down "
+                                   f"(an earlier fault's RegionDown has not resolved)")
+                return False
             if reads != primary:
                 seen["problem"] = (f"the sidecar serves reads from region {reads}, not from the primary "
                                    f"{primary} (its policy has not brought them back yet)")

@@ -349,13 +349,14 @@ def _alertmanager_config(receiver_url: str | None, group_wait_s: float) -> dict:
             "routes": [{"matchers": ['severity="page"'], "receiver": "page"}],
         },
         "receivers": receivers,
-        # A region known to be down explains the slow budget burn it causes: one ticket for the
-        # cause, not another for each SLO it nibbles at. Never a page: users who are failing
-        # now need a person now, whatever ticket explains it. (No `equal`: the burn-rate alerts
-        # are per service and carry no region label, so `equal: [region]` would never match.)
+        # A feature-store region known to be down explains the slow budget burn of the service
+        # that reads it (the scoring API): one ticket for the cause, not another for the SLO it
+        # nibbles at. Never a page: users who are failing now need a person now, whatever ticket
+        # explains it. Other services' tickets are not its to silence. (No `equal`: the burn-rate
+        # alerts are per service and carry no region label, so `equal: [region]` never matches.)
         "inhibit_rules": [{
             "source_matchers": ['alertname="RegionDown"'],
-            "target_matchers": ['kind="symptom"', 'severity="ticket"'],
+            "target_matchers": ['kind="symptom"', 'severity="ticket"', 'service="fraud-api"'],
         }],
     }
 

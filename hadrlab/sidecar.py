@@ -370,10 +370,11 @@ def _rfc3339(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# The sidecar reports causes, not symptoms: a region down is worth a ticket, a read switch or a
-# new primary is information. Whether anyone is paged is the scoring API's SLO's business
-# (its burn-rate alerts in hadrlab.alert_rules): a failover the sidecar healed pages no one.
-SEVERITY = {"RegionDown": "ticket", "ReadFailover": "info", "PrimaryMoved": "info"}
+# The sidecar reports causes as events (severity "info"): the ticket for a region down is
+# Prometheus's RegionDown, from the sidecar's sidecar_region_up gauge, routed by Alertmanager;
+# whether anyone is paged is the scoring API's SLO's business (its burn-rate alerts in
+# hadrlab.alert_rules): a failover the sidecar healed pages no one.
+SEVERITY = {"RegionDown": "info", "ReadFailover": "info", "PrimaryMoved": "info"}
 
 
 def alert(status: str, alertname: str, region: str, summary: str, starts_at: float,

@@ -96,12 +96,14 @@ def test_a_hard_outage_pages_through_alertmanager_and_the_sli_follows(tmp_path):
     assert not names & {"prometheus", "alertmanager"}, names
 
 
-def test_a_region_down_ticket_silences_the_slow_burn_ticket_but_never_a_page():
-    """Alertmanager's inhibition, on the real server: the cause explains the symptom ticket, not the page."""
+def test_a_region_down_ticket_silences_the_scoring_apis_slow_burn_ticket_but_never_a_page():
+    """Alertmanager's inhibition, on the real server: the cause explains the scoring API's symptom
+    ticket; not its page, and not another service's ticket."""
     labels = [
         {"alertname": "RegionDown", "severity": "ticket", "kind": "cause", "region": "a"},
         {"alertname": "ErrorBudgetBurnFast", "severity": "page", "kind": "symptom", "service": "fraud-api"},
         {"alertname": "ErrorBudgetBurnSlow", "severity": "ticket", "kind": "symptom", "service": "fraud-api"},
+        {"alertname": "ErrorBudgetBurnSlow", "severity": "ticket", "kind": "symptom", "service": "registry"},
     ]
     with start_monitoring() as mon:
         answer = httpx.post(mon.alertmanager_url + "/api/v2/alerts", json=[{"labels": lab} for lab in labels],
@@ -110,14 +112,16 @@ def test_a_region_down_ticket_silences_the_slow_burn_ticket_but_never_a_page():
         states: dict = {}
 
         def all_seen() -> bool:
-            states.update({a["labels"]["alertname"]: a["status"] for a in mon.notifications()})
-            return len(states) == 3 and all(s["state"] != "unprocessed" for s in states.values())
+            states.update({(a["labels"]["alertname"], a["labels"].get("service", "")): a["status"]
+                           for a in mon.notifications()})
+            return len(states) == 4 and all(s["state"] != "unprocessed" for s in states.values())
 
-        wait_until(all_seen, timeout_s=15, describe="Alertmanager to process the three alerts")
-    assert states["ErrorBudgetBurnFast"]["state"] == "active", states
-    assert states["RegionDown"]["state"] == "active", states
-    assert states["ErrorBudgetBurnSlow"]["state"] == "suppressed", states
-    assert states["ErrorBudgetBurnSlow"]["inhibitedBy"], states
+        wait_until(all_seen, timeout_s=15, describe="Alertmanager to process the four alerts")
+    assert states[("ErrorBudgetBurnFast", "fraud-api")]["state"] == "active", states
+    assert states[("RegionDown", "")]["state"] == "active", states
+    assert states[("ErrorBudgetBurnSlow", "fraud-api")]["state"] == "suppressed", states
+    assert states[("ErrorBudgetBurnSlow", "fraud-api")]["inhibitedBy"], states
+    assert states[("ErrorBudgetBurnSlow", "registry")]["state"] == "active", states
 
 
 def test_bad_rules_a_dead_target_and_a_bad_query_are_named(tmp_path):

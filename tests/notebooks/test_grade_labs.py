@@ -86,15 +86,18 @@ def _parameters_check(**overrides):
 def test_lab02_refuses_parameters_whose_drills_could_not_work_and_names_the_value_to_change():
     assert _parameters_check()["min_drill_s"] <= 8  # the defaults fit
     # The case seen: a spike whose round trip leaves no down-after between it and the RTO target.
-    with pytest.raises(ValueError, match=r"raise WRITE_RTO_TARGET_S above 3.1 or lower SPIKE_MS"):
+    with pytest.raises(ValueError, match=r"must exceed 1600 ms.*raise WRITE_RTO_TARGET_S to at least 3.6 or lower "
+                                         r"SPIKE_MS"):
         _parameters_check(CHECK_INTERVAL_MS=250, SPIKE_MS=400)
     # Slow checks: a spike of (DRILL_S - FAULT_AT_S) / 2 is too short for reads to move and come back.
     with pytest.raises(ValueError, match=r"DRILL_S = 8 is too short.*so DRILL_S >= 10 \(or lower CHECK_INTERVAL_MS\)"):
         _parameters_check(CHECK_INTERVAL_MS=500)
     with pytest.raises(ValueError, match=r"SPIKE_MS >= 60"):
         _parameters_check(SPIKE_MS=50)
-    with pytest.raises(ValueError, match=r"CHECK_INTERVAL_MS = 5: use 20-1000 ms"):
+    with pytest.raises(ValueError, match=r"CHECK_INTERVAL_MS = 5: use 20-1000"):
         _parameters_check(CHECK_INTERVAL_MS=5)
+    with pytest.raises(ValueError, match=r"USERS = 50: use 1-10"):
+        _parameters_check(USERS=50)
 
 
 def test_lab03_with_one_experiment_skips_the_others_and_explains_unfinished_cells(tmp_path):
