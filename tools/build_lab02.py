@@ -770,7 +770,7 @@ if mon:
         print("no notification")
 """)
 code("""
-if mon:
+if not monitoring_off:  # not `if mon:`: a check whose cells stopped at an error must still read FAIL
     display(board.check_true("no page for faults the sidecar healed, a ticket for their cause",
                              lambda: (len(pages), len(tickets), int(sli["requests"])),
                              lambda m: m[0] == 0 and m[1] > 0 and m[2] > 0,
