@@ -186,6 +186,13 @@ class CheckResult:
     def _repr_html_(self) -> str:
         return f"<table>{_HTML_HEAD}{self._html_row()}</table>"
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        # The record rides along with what the learner sees: the grader reads it from the
+        # outputs of the course's own check cells (see hadrlab.checkcells).
+        from hadrlab.checkcells import CHECK_MIME
+
+        return {"text/plain": repr(self), "text/html": self._repr_html_(), CHECK_MIME: self.to_dict()}
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON-safe record the grader collects (one line of the grade file)."""
         return {
@@ -547,6 +554,8 @@ class NotebookGrade:
         graded: False when nothing could be run at all.
         duration_s: how long the execution took.
         executed_path: where the executed copy (with its outputs) was saved, if it was.
+        notes: what the instructor should know that is not a check: check cells the learner
+            edited or deleted (graded with the course's copy), a notebook graded as written.
     """
 
     path: Path
@@ -556,6 +565,7 @@ class NotebookGrade:
     graded: bool = True
     duration_s: float = 0.0
     executed_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> int:
@@ -616,6 +626,7 @@ class NotebookGrade:
             lines.extend(f"  {e}" for e in shown)
         if self.problem:
             lines.append(f"problem: {self.problem}")
+        lines.extend(f"note: {n}" for n in self.notes)
         if self.executed_path is not None:
             lines.append(f"executed copy: {self.executed_path}")
         lines.append(f"Score {self.score_text}")
@@ -640,6 +651,7 @@ class NotebookGrade:
                          f"<p>Cell errors:</p><ul>{errors}</ul>")
         if self.problem:
             parts.append(f"<p>Problem: {html.escape(self.problem)}</p>")
+        parts.extend(f"<p>Note: {html.escape(n)}</p>" for n in self.notes)
         parts.append(f"<p><b>Score {html.escape(self.score_text)}</b></p>")
         return "".join(parts)
 
@@ -655,6 +667,7 @@ class NotebookGrade:
             "score_text": self.score_text,
             "root_cause": self.root_cause,
             "executed_path": None if self.executed_path is None else str(self.executed_path),
+            "notes": list(self.notes),
             "duration_s": round(self.duration_s, 2),
             "errors": [e.to_dict() for e in self.errors],
             "checks": [c.to_dict() for c in self.checks],
@@ -683,10 +696,16 @@ def grade_notebook(
     """
     from hadrlab.notebooks import inject_parameters, read_notebook, run_cells, write_notebook
 
+    from hadrlab.checkcells import course_lab_numbers, find_course_twin, lock_check_cells, read_check_outputs
+
     path = Path(path)
     started = time.monotonic()
     try:
         nb = read_notebook(path)  # an in-memory copy: the learner's file stays untouched
+        course = find_course_twin(nb, path)
+        lock = lock_check_cells(nb, course) if course is not None else None
+        if lock is not None and not lock.course_cells:
+            lock = None  # a course lab whose checks carry no tag yet: graded as written
         inject_parameters(nb, params or {}, source=str(path))
     except GradingError as exc:
         return NotebookGrade(path, problem=str(exc), graded=False)
@@ -701,10 +720,21 @@ def grade_notebook(
             allow_errors=True,
             env={GRADE_FILE_ENV: grade_file},
         )
-        checks = read_grade_file(grade_file)
+        # A course lab is graded from its own check cells' outputs; the grade file serves the
+        # notebooks an instructor writes, which the course has no copy of.
+        if lock is not None:
+            checks = [CheckResult.from_dict(r) for r in read_check_outputs(nb)]
+        else:
+            checks = read_grade_file(grade_file)
     finally:
         Path(grade_file).unlink(missing_ok=True)
     saved, problem = None, run.problem
+    notes: list[str] = []
+    if lock is not None and lock.note:
+        notes.append(lock.note)
+    if lock is None and {c.lab for c in checks} & course_lab_numbers():
+        notes.append("its cells do not carry the ids of the course's lab, so its checks were graded as "
+                     "written in it; grade a copy of the course's labs/ notebook instead")
     if executed_path is not None and run.started:
         try:
             saved = write_notebook(nb, executed_path)
@@ -720,6 +750,7 @@ def grade_notebook(
         graded=run.started,
         duration_s=time.monotonic() - started,
         executed_path=saved,
+        notes=notes,
     )
 
 
@@ -803,15 +834,17 @@ def _write_csv(grades: Sequence[NotebookGrade], path: Path) -> None:
         # One row per check; "status" is PASS, FAIL or SKIP, and "passed" is empty for a
         # skipped check, so that summing the column counts only checks that count.
         writer.writerow(["notebook", "lab", "check", "status", "passed", "measured", "unit", "expected",
-                         "reason", "hint", "score"])
+                         "reason", "hint", "score", "notes"])
         for grade in grades:
             if not grade.checks:
                 writer.writerow([str(grade.path), "", "", "", "", "", "", "", grade.root_cause,
-                                 grade.problem or "no checks ran", grade.score_text if grade.graded else ""])
+                                 grade.problem or "no checks ran", grade.score_text if grade.graded else "",
+                                 "; ".join(grade.notes)])
             for c in grade.checks:
                 writer.writerow([
                     str(grade.path), c.lab, c.name, c.status, "" if c.skipped else int(c.passed),
                     c.to_dict()["measured_text"], c.unit, c.expected, c.reason, c.hint, grade.score_text,
+                    "; ".join(grade.notes),
                 ])
 
 

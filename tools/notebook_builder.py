@@ -10,11 +10,17 @@ to review and diff than notebook JSON. They write the notebook WITHOUT outputs; 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A code cell that calls the scoreboard is a check cell: the grader runs the course's copy of it
+# (hadrlab/checkcells.py), so it must hold no solution and carry the tag.
+CHECK_TAG = "graded-check"
+_CHECK_CALL = re.compile(r"\bboard\.(check_\w+|skip|summary)\(")
 
 
 class NotebookBuilder:
@@ -36,7 +42,15 @@ class NotebookBuilder:
         self.cells.append(("markdown", text.strip("\n"), []))
 
     def code(self, text: str, tags: list[str] | None = None) -> None:
-        self.cells.append(("code", text.strip("\n"), list(tags or [])))
+        text, tags = text.strip("\n"), list(tags or [])
+        if _CHECK_CALL.search(text):
+            if "BEGIN SOLUTION" in text:
+                raise ValueError(
+                    f"cell {len(self.cells)} of {self.out.name} calls the scoreboard and holds a solution: "
+                    f"put the learner's code and the checks in separate cells"
+                )
+            tags += [CHECK_TAG] if CHECK_TAG not in tags else []
+        self.cells.append(("code", text, tags))
 
     def build(self) -> nbformat.NotebookNode:
         nb = nbformat.v4.new_notebook()
