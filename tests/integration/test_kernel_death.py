@@ -34,6 +34,7 @@ class Lab:
     params: dict
     # The first code cell not run to its end: it is started, and the kernel is killed while it runs.
     killed_in: str
+    # The least time the busy cell runs before the census; then the census waits for ``expect``.
     after_s: float
     # Names that must be in the census: the test must have caught those servers running.
     expect: tuple[str, ...]
@@ -134,13 +135,20 @@ def _run_until_busy(lab: Lab, home: Path) -> tuple[Kernel, list[Proc]]:
             kernel.run(cell.source.replace("%matplotlib inline", "%matplotlib agg"))
         kernel.start(cells[busy].source)
         time.sleep(lab.after_s)
-        census = _census(kernel.pid)
+        # On a loaded machine the busy cell may take longer to start every server: wait for them,
+        # so the kill always lands while all of them run.
+        deadline = time.monotonic() + 90
+        while True:
+            census = _census(kernel.pid)
+            text = "\n".join(p.cmd for p in census)
+            missing = [name for name in lab.expect if name not in text]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert not missing, f"the lab was not running {missing} when the kernel was to be killed:\n{text}"
     except BaseException:
         kernel.close()
         raise
-    text = "\n".join(p.cmd for p in census)
-    missing = [name for name in lab.expect if name not in text]
-    assert not missing, f"the lab was not running {missing} when the kernel was to be killed:\n{text}"
     return kernel, census
 
 
