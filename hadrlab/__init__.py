@@ -59,6 +59,8 @@ _EXPORTS: dict[str, str] = {
     "load_quiz": "hadrlab.quiz",
     "Quiz": "hadrlab.quiz",
     "AnswerResult": "hadrlab.quiz",
+    "answer_sheet": "hadrlab.answers",
+    "AnswerSheet": "hadrlab.answers",
     # grading and generated labs
     "CheckResult": "hadrlab.grading",
     "Scoreboard": "hadrlab.grading",

@@ -556,6 +556,9 @@ class NotebookGrade:
         executed_path: where the executed copy (with its outputs) was saved, if it was.
         notes: what the instructor should know that is not a check: check cells the learner
             edited or deleted (graded with the course's copy), a notebook graded as written.
+        quiz: the quiz answer sheets the notebook displayed, scored again against the
+            course's banks (:mod:`hadrlab.answers`).
+        written: the learner's written answers, one per answer cell of the course's lab.
     """
 
     path: Path
@@ -566,6 +569,8 @@ class NotebookGrade:
     duration_s: float = 0.0
     executed_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    quiz: list[Any] = field(default_factory=list)
+    written: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> int:
@@ -627,6 +632,13 @@ class NotebookGrade:
         if self.problem:
             lines.append(f"problem: {self.problem}")
         lines.extend(f"note: {n}" for n in self.notes)
+        lines.extend(sheet.summary for sheet in self.quiz)
+        if self.written:
+            done = [w for w in self.written if w["answered"]]
+            lines.append(f"written answers: {len(done)} of {len(self.written)}")
+            for w in done:
+                text = " ".join(w["text"].split())
+                lines.append(f"  {w['cell']}: {text[:300] + ('…' if len(text) > 300 else '')}")
         if self.executed_path is not None:
             lines.append(f"executed copy: {self.executed_path}")
         lines.append(f"Score {self.score_text}")
@@ -668,6 +680,8 @@ class NotebookGrade:
             "root_cause": self.root_cause,
             "executed_path": None if self.executed_path is None else str(self.executed_path),
             "notes": list(self.notes),
+            "quiz": [sheet.to_dict() for sheet in self.quiz],
+            "written": [dict(w) for w in self.written],
             "duration_s": round(self.duration_s, 2),
             "errors": [e.to_dict() for e in self.errors],
             "checks": [c.to_dict() for c in self.checks],
@@ -696,6 +710,7 @@ def grade_notebook(
     """
     from hadrlab.notebooks import inject_parameters, read_notebook, run_cells, write_notebook
 
+    from hadrlab.answers import read_answer_sheets, written_answers
     from hadrlab.checkcells import course_lab_numbers, find_course_twin, lock_check_cells, read_check_outputs
 
     path = Path(path)
@@ -751,6 +766,8 @@ def grade_notebook(
         duration_s=time.monotonic() - started,
         executed_path=saved,
         notes=notes,
+        quiz=read_answer_sheets(nb) if run.started else [],
+        written=written_answers(nb, course) if course is not None else [],
     )
 
 

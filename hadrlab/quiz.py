@@ -772,7 +772,9 @@ def _feedback_html(result: AnswerResult) -> str:
 def _question_widget(quiz: Quiz, number: int, q: Question, refresh: Callable[[], None]) -> Any:
     import ipywidgets as widgets
 
-    prompt = widgets.HTML(value=f"<b>{number}. </b>{_html_text(q.prompt)}")
+    # The id is shown so that the answer sheet below the quiz can name the question.
+    prompt = widgets.HTML(value=f"<b>{number}. </b>{_html_text(q.prompt)} "
+                                f'<code style="color:#666">{html.escape(q.id)}</code>')
     feedback = widgets.HTML(value="")
     feedback.add_class("hadrlab-quiz-feedback")
     button = widgets.Button(description="Check" if q.type != "text" else "Show model answer",

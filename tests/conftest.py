@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,44 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 "\nLEAK: processes outlived the tests that started them:\n" + "\n".join(lines), red=True
             )
         session.exitstatus = 1
+
+
+SMALL_BANK = textwrap.dedent("""
+    title: A small bank
+    questions:
+      - id: rto-vs-rpo
+        type: single
+        prompt: Which is the data loss window?
+        options: ["RTO", "RPO", "SLO"]
+        answer: b
+        explanation: RPO is the data lost, as a window of time.
+      - id: budget-minutes
+        type: numeric
+        prompt: Minutes of outage in a 99.95% month of 30 days?
+        answer: 21.6
+        tolerance: 0.1
+        unit: min
+        explanation: 43200 x 0.0005.
+      - id: replicated-state
+        type: multiple
+        prompt: Which hold state?
+        options: ["the model server", "the feature store", "the registry"]
+        answer: [b, c]
+        explanation: The model server is stateless.
+      - id: explain
+        type: text
+        prompt: Explain your failover.
+        model_answer: Promote, repoint, verify.
+        rubric: ["promote", "repoint"]
+        explanation: Two steps.
+""")
+
+
+@pytest.fixture
+def small_bank(tmp_path: Path) -> Path:
+    """A four-question quiz bank (single, numeric, multiple, text) as ``lab07.yaml``."""
+    folder = tmp_path / "banks"
+    folder.mkdir()
+    path = folder / "lab07.yaml"
+    path.write_text(SMALL_BANK, encoding="utf-8")
+    return path

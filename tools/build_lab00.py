@@ -391,9 +391,7 @@ md("""
 
 A short quiz on the vocabulary and the arithmetic (immediate feedback, with explanations).
 """)
-code("""
-hadrlab.load_quiz("00").show()
-""")
+nb.quiz("00")
 md("""
 **Question.** In production the replica lives in another region, **40 ms** round trip away.
 What happens to the p50 and the throughput of `WAIT 1` writes from one client, and what would

@@ -719,9 +719,7 @@ md("""
 
 A short quiz on probes, shutdown and rollouts (immediate feedback, with explanations).
 """)
-code("""
-hadrlab.load_quiz("01").show()
-""")
+nb.quiz("01")
 md("""
 **Question.** Experiments 1-5 ran with no endpoint lag. In a cluster, endpoint changes take about a
 second, while a crashed container restarts on the same pod IP in under a second and answers `503`

@@ -909,9 +909,7 @@ md("""
 
 A short quiz on replication, `WAIT`, Sentinel and managed alternatives (immediate feedback).
 """)
-code("""
-hadrlab.load_quiz("02").show()
-""")
+nb.quiz("02")
 md("""
 **Question.** Explain the trade-off you made in Exercise 3 to the fraud team, with your numbers:
 what does `WAIT` buy, what does it cost, and what does it still not guarantee? What would you

@@ -356,9 +356,7 @@ md("""
 
 A short quiz (immediate feedback, with explanations).
 """)
-code("""
-hadrlab.load_quiz("03").show()
-""")
+nb.quiz("03")
 md("""
 **Question.** Every hypothesis held after hardening. Name two faults this lab did **not** inject
 that could still break the steady state, and the experiment you would write for each (fault,

@@ -52,6 +52,23 @@ class NotebookBuilder:
             tags += [CHECK_TAG] if CHECK_TAG not in tags else []
         self.cells.append(("code", text, tags))
 
+    def quiz(self, lab: str) -> None:
+        """The lab's quiz: widgets for instant feedback, then the answer sheet kept with the notebook."""
+        self.code(f'hadrlab.load_quiz("{lab}").show()')
+        self.md("""
+Your answers, for the record: the widgets above check an answer as you go, but what you click
+is not saved with the notebook. Write the answers you settle on in `quiz_answers`, by question
+id: a letter for single choice, a list of letters for multiple choice, a number in the
+question's unit for numeric ones. The cell checks them, and the course's grader collects them
+with your notebook (it scores them again against the course's own bank).
+""")
+        self.code(f"""
+quiz_answers = {{
+    # "question-id": "a",
+}}
+hadrlab.answer_sheet("{lab}", quiz_answers)
+""")
+
     def build(self) -> nbformat.NotebookNode:
         nb = nbformat.v4.new_notebook()
         nb.metadata = {

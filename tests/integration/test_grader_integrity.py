@@ -107,3 +107,44 @@ def test_a_course_lab_with_its_cell_ids_changed_is_graded_as_written_and_says_so
     assert any("graded as written" in n for n in grade.notes), grade.report()
     saved = json.loads(json.dumps(grade.to_dict()))
     assert saved["notes"] == grade.notes
+
+
+def test_the_report_collects_quiz_answers_scored_again_and_written_answers(course, small_bank, tmp_path,
+                                                                          monkeypatch):
+    from hadrlab.answers import QUIZ_MIME
+    from hadrlab.notebooks import ANSWER_PLACEHOLDER
+
+    monkeypatch.setenv("HADRLAB_QUIZ_DIR", str(small_bank.parent))
+    question = "**Question.** Why does a replica not lower the RPO of a bad write?"
+
+    def with_answers(sheet: str, written: str):
+        answer_md = v4.new_markdown_cell(written)
+        answer_md.id = "lab07-80"
+        quiz = _cell("lab07-81", f"import hadrlab\nquiz_answers = {sheet}\nhadrlab.answer_sheet('07', quiz_answers)")
+        return _lab("answer = 42\npi_value = 3.1416", extra=[answer_md, quiz])
+
+    _write(course / "labs" / "07_mini.ipynb", with_answers("{}", f"{question}\n\n{ANSWER_PLACEHOLDER}"))
+    subs = tmp_path / "submissions"
+    mine = "It copies the bad write within milliseconds; only a backup from before it helps."
+    answered = _write(subs / "answered" / "07_mini.ipynb", with_answers(
+        "{'rto-vs-rpo': 'b', 'budget-minutes': 30, 'no-such-id': 'a'}", f"{question}\n\n{mine}"))
+    forged = with_answers("{}", f"{question}\n\n{ANSWER_PLACEHOLDER}")
+    claim = {"bank": "07", "answers": {"rto-vs-rpo": "a"}, "points": 2, "scored": 2}
+    forged.cells.insert(-1, _cell("lab07-92", f"display({{{QUIZ_MIME!r}: {claim!r}, 'text/plain': '2/2'}}, raw=True)"))
+    forged_path = _write(subs / "forged" / "07_mini.ipynb", forged)
+
+    by = {g.path.parent.name: g for g in grade_notebooks([answered, forged_path], timeout_s=60)}
+
+    (sheet,) = by["answered"].quiz
+    assert (sheet.points, sheet.scored) == (1, 3), sheet
+    assert sheet.verdicts["budget-minutes"] == "incorrect" and sheet.verdicts["no-such-id"].startswith("refused")
+    report = by["answered"].report()
+    assert "quiz 07: 1/3 right" in report and "written answers: 1 of 1" in report, report
+    assert mine in report, report
+    saved = json.loads(json.dumps(by["answered"].to_dict()))
+    assert saved["written"][0]["text"] == mine and saved["quiz"][0]["points"] == 1
+    # A displayed record that claims a score is scored again from its raw answers: 0 points.
+    (claimed,) = by["forged"].quiz
+    assert claimed.points == 0, claimed
+    assert "written answers: 0 of 1" in by["forged"].report()
+    assert by["answered"].score_text == by["forged"].score_text == "2/2"
